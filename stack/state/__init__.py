@@ -32,7 +32,7 @@ from stack.state.watch import WatchHandle
 
 
 def register_substrate_commands(registry: CommandRegistry) -> None:
-    """Commands owned by the substrate itself: KV (1-3), nodes (4), tombstone reaping (5)."""
+    """Commands owned by the state substrate: KV (1-3), nodes (4), tombstone reaping (6)."""
     kv.register(registry)
     nodes.register(registry)
     tombstones.register(registry)
