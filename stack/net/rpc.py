@@ -334,6 +334,7 @@ class _Peer:
                             self.port,
                             ssl=owner.ssl,
                             server_hostname=self.host if owner.ssl else None,
+                            local_addr=owner.local_addr,
                         ),
                         owner.connect_timeout,
                     )
@@ -428,7 +429,11 @@ class PeerTransport:
         connect_timeout: float = 5.0,
         backoff_min: float = 0.05,
         backoff_max: float = 2.0,
+        local_host: str | None = None,
     ) -> None:
+        # Dial from our own --bind address, so peers (and firewall rules in fault
+        # tests) see the node's address, not whatever the kernel picks.
+        self.local_addr = (local_host, 0) if local_host else None
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.ssl = ssl
@@ -526,7 +531,11 @@ class PeerTransport:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self.ssl, server_hostname=host if self.ssl else None
+                    host,
+                    port,
+                    ssl=self.ssl,
+                    server_hostname=host if self.ssl else None,
+                    local_addr=self.local_addr,
                 )
                 try:
                     hello = _pack([self.node_id, cid])

@@ -30,3 +30,8 @@ class Compacted(RaftError):
 
 class Unavailable(RaftError):
     """The requested index is past the end of the log."""
+
+
+class OutcomeUnknown(RaftError):
+    """The proposal may or may not have been applied (it was in flight when this node
+    installed a snapshot). Retrying a non-idempotent command is the caller's call."""

@@ -1,0 +1,42 @@
+"""Status, health, seal status and members."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from stack.api.app import AGENT
+from stack.raft.types import Role
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[AGENT].status())
+
+
+async def health(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    node = agent.node
+    ok = node.fatal is None and bool(node.leader)
+    body = {
+        "status": "ok" if ok else "degraded",
+        "leader": node.role is Role.LEADER,
+        "has_leader": bool(node.leader),
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def seal_status(request: web.Request) -> web.Response:
+    # Auto-unseal arrives with the identity work; until then nothing is sealed.
+    return web.json_response(
+        {"sealed": False, "shares_held": 0, "shares_needed": 0, "reason": "no barrier yet"}
+    )
+
+
+async def members(request: web.Request) -> web.Response:
+    return web.json_response(request.app[AGENT].membership.members())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/sys/seal-status", seal_status)
+    app.router.add_get("/v1/members", members)

@@ -1,0 +1,243 @@
+"""`stack`: one command to run a node, and the commands people use against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stack import config as config_mod
+from stack.errors import ConfigError, StackError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+operator_app = typer.Typer(no_args_is_help=True, help="Cluster operations.")
+raft_app = typer.Typer(no_args_is_help=True, help="Raft peers.")
+kv_app = typer.Typer(no_args_is_help=True, help="The cluster key/value table (not for secrets).")
+operator_app.add_typer(raft_app, name="raft")
+app.add_typer(operator_app, name="operator")
+app.add_typer(kv_app, name="kv")
+console = Console()
+err_console = Console(stderr=True)
+
+AddrOpt = Annotated[str, typer.Option("--addr", envvar="STACK_ADDR", help="Node API address.")]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="STACK_TOKEN", help="API token.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DEFAULT_ADDR = "http://127.0.0.1:7480"
+
+
+# ================================================================ stack up
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where this node keeps its data.")] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: host name).")] = None,
+    bind: Annotated[str | None, typer.Option(help="Address every listener binds.")] = None,
+    advertise: Annotated[str | None, typer.Option(help="Address peers use to reach us.")] = None,
+    datacenter: Annotated[str | None, typer.Option(help="Datacenter name.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP API port.")] = None,
+    rpc_port: Annotated[int | None, typer.Option(help="Cluster RPC port.")] = None,
+    join: Annotated[list[str] | None, typer.Option(help="HOST:PORT of a member to join.")] = None,
+    retry_join: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT of servers to find (repeat).")
+    ] = None,
+    bootstrap_expect: Annotated[
+        int | None, typer.Option(help="Form a cluster once this many servers meet.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Join token (required once TLS lands).")] = None,
+    server: Annotated[bool | None, typer.Option("--server/--no-server", help="Raft voter.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json", help="JSON log lines.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="HCL or JSON file.")] = None,
+) -> None:
+    """Run a node. With no flags: bootstrap a single-node cluster and serve."""
+    flags: dict[str, Any] = {
+        "data_dir": data_dir, "name": name, "bind": bind, "advertise": advertise,
+        "datacenter": datacenter, "http_port": http_port, "rpc_port": rpc_port,
+        "join": join or None, "retry_join": retry_join or None,
+        "bootstrap_expect": bootstrap_expect, "token": token, "server": server,
+        "log_level": log_level, "log_json": log_json,
+    }
+    try:
+        cfg = config_mod.build(flags, config, dict(os.environ))
+    except ConfigError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    from stack import logs
+
+    logs.configure(cfg.log_level, cfg.log_json)
+    try:
+        asyncio.run(_run_agent(cfg))
+    except StackError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+
+
+async def _run_agent(cfg: config_mod.AgentConfig) -> None:
+    from stack.agent import Agent
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    agent = Agent(cfg, out=out)
+    await agent.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(agent.stop(transfer=True)))
+    await agent.wait_stopped()
+
+
+# ================================================================ client helpers
+def _token(token: str) -> str:
+    if token:
+        return token
+    path = config_mod.default_config_dir() / "root-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _call(addr: str, token: str, method: str, path: str, body: bytes | None = None) -> Any:
+    req = urllib.request.Request(addr.rstrip("/") + path, data=body, method=method)
+    tok = _token(token)
+    if tok:
+        req.add_header("Authorization", f"Bearer {tok}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            ctype = resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        try:
+            msg = "; ".join(json.loads(e.read())["errors"])
+        except (ValueError, KeyError, TypeError):
+            msg = e.reason
+        err_console.print(f"[red]error ({e.code}):[/red] {msg}")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        err_console.print(f"[red]error:[/red] cannot reach {addr}: {e}")
+        raise typer.Exit(1) from None
+    if ctype.startswith("application/json"):
+        return json.loads(raw)
+    return raw
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+# ================================================================ status and members
+@app.command()
+def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
+    """This node's view of the cluster."""
+    st = _call(addr, token, "GET", "/v1/status")
+    if as_json:
+        _print_json(st)
+        return
+    t = Table(show_header=False, box=None)
+    for key in ("name", "id", "cluster_id", "datacenter", "role", "leader_name", "term",
+                "commit_index", "applied_index", "snapshot_index", "sealed"):
+        t.add_row(key.replace("_", " "), str(st.get(key, "")))
+    console.print(t)
+    _members_table(st["members"])
+
+
+def _members_table(members: list[dict[str, Any]]) -> None:
+    t = Table("name", "id", "address", "dc", "raft", "leader", "match", "status")
+    for m in members:
+        t.add_row(m["name"], m["id"], m["address"], m["datacenter"], m["raft"],
+                  "*" if m["leader"] else "", str(m["match_index"] or ""), m["status"])
+    console.print(t)
+
+
+@app.command()
+def members(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
+    """Cluster members."""
+    data = _call(addr, token, "GET", "/v1/members")
+    if as_json:
+        _print_json(data)
+    else:
+        _members_table(data)
+
+
+@app.command()
+def leave(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
+    """Remove this server from the voters, then stop it."""
+    data = _call(addr, token, "POST", "/v1/operator/leave")
+    console.print(f"left the cluster at index {data['index']}")
+
+
+@raft_app.command("list-peers")
+def list_peers(
+    addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False
+) -> None:
+    """Raft voters and learners."""
+    data = _call(addr, token, "GET", "/v1/operator/raft/peers")
+    if as_json:
+        _print_json(data)
+    else:
+        _members_table(data)
+
+
+@raft_app.command("remove-peer")
+def remove_peer(peer: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
+    """Remove a server (by id or name) from the Raft configuration."""
+    data = _call(addr, token, "POST", "/v1/operator/raft/remove-peer",
+                 json.dumps({"id": peer}).encode())
+    console.print(f"removed {peer} at index {data['index']}")
+
+
+@raft_app.command("transfer-leader")
+def transfer_leader(
+    to: Annotated[str | None, typer.Argument()] = None,
+    addr: AddrOpt = DEFAULT_ADDR,
+    token: TokenOpt = "",
+) -> None:
+    """Hand leadership to another voter (the most caught-up one by default)."""
+    data = _call(addr, token, "POST", "/v1/operator/raft/transfer-leader",
+                 json.dumps({"to": to} if to else {}).encode())
+    console.print(f"leader is now {data['leader']}")
+
+
+# ================================================================ kv
+@kv_app.command("get")
+def kv_get(key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
+           stale: bool = False) -> None:
+    """Print a value."""
+    raw = _call(addr, token, "GET", f"/v1/kv/{key}" + ("?stale" if stale else ""))
+    sys.stdout.buffer.write(raw if isinstance(raw, bytes) else json.dumps(raw).encode())
+    sys.stdout.write("\n")
+
+
+@kv_app.command("put")
+def kv_put(key: str, value: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
+           cas: Annotated[int | None, typer.Option(help="Only if at this index.")] = None) -> None:
+    """Set a value."""
+    q = f"?cas={cas}" if cas is not None else ""
+    data = _call(addr, token, "PUT", f"/v1/kv/{key}{q}", value.encode())
+    console.print(f"ok, index {data['index']}")
+
+
+@kv_app.command("delete")
+def kv_delete(key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
+              recurse: bool = False) -> None:
+    """Delete a key (or every key under a prefix with --recurse)."""
+    data = _call(addr, token, "DELETE", f"/v1/kv/{key}" + ("?recurse" if recurse else ""))
+    console.print(f"ok, index {data['index']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
