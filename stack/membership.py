@@ -16,7 +16,8 @@ from stack.errors import BadRequest, NoLeader, NotFound
 from stack.net.rpc import RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
 from stack.raft.types import ConfChange, ConfChangeType, Role
-from stack.state import nodes, tokens
+from stack.state import nodes, tokens, tombstones
+from stack.state.tombstones import TombstoneGC
 
 if TYPE_CHECKING:
     from stack.agent import Agent
@@ -214,10 +215,29 @@ class Membership:
             await asyncio.sleep(0.1)
 
     async def _autopilot(self) -> None:
+        gc = TombstoneGC()
         while True:
             await asyncio.sleep(AUTOPILOT_INTERVAL)
-            if self.agent.node.role is Role.LEADER:
-                await self._promote_caught_up()
+            if self.agent.node.role is not Role.LEADER:
+                gc.reset()
+                continue
+            await self._promote_caught_up()
+            await self._reap_tombstones(gc)
+
+    async def _reap_tombstones(self, gc: TombstoneGC) -> None:
+        """Deletes leave tombstones so blocking queries never see an index go backwards;
+        once they are older than any reasonable blocking query, the leader reaps them
+        through the log so every replica drops the same ones."""
+        a = self.agent
+        now = time.monotonic()
+        gc.observe(now, a.node.applied)
+        upto = gc.reap_index(now)
+        oldest = a.store.oldest_tombstone()
+        if upto is not None and oldest is not None and oldest <= upto:
+            try:
+                await a.apply(tombstones.encode_reap(a.registry, upto), timeout=5.0)
+            except (NoLeader, RaftError, RpcError) as e:
+                log.info("tombstone reap deferred", error=str(e))
 
     async def _promote_caught_up(self) -> None:
         st = self.agent.node.status()
