@@ -246,7 +246,13 @@ class Agent:
         while True:
             try:
                 if self.node.role is Role.LEADER:
-                    result = await self.node.propose(data)
+                    remaining = max(deadline - time.monotonic(), 0.01)
+                    try:
+                        result = await asyncio.wait_for(self.node.propose(data), remaining)
+                    except TimeoutError:
+                        # In the log but not committed in time (a deposed leader's entry
+                        # may still commit later): the client must not assume either way.
+                        raise OutcomeUnknown("write not committed in time") from None
                     if isinstance(result, WriteResult):
                         return result
                     raise StackError(f"command returned {type(result).__name__}")

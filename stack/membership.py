@@ -155,6 +155,13 @@ class Membership:
                 except (RpcError, OSError):
                     continue
                 if resp.get("cluster_id"):
+                    voters = {int(n): str(r) for n, r in resp.get("voters") or []}
+                    if me in voters:
+                        # It bootstrapped a configuration that includes us before we
+                        # saw enough peers: write the same one (joining would wait
+                        # forever for a leader that needs our vote).
+                        self._expect_bootstrap(voters)
+                        return
                     log.info("found an existing cluster; joining it", via=addr)
                     self.agent.cfg = _with_join(cfg, addr)
                     return
@@ -163,11 +170,15 @@ class Membership:
             if len(known) >= cfg.bootstrap_expect:
                 chosen = dict(sorted(known.items())[: cfg.bootstrap_expect])
                 if me in chosen:
-                    voters = {nid: parse_hostport(rpc, 7481) for nid, rpc in chosen.items()}
-                    self.agent._bootstrap(voters, owner=me == min(chosen))
-                    log.info("bootstrapped", servers=len(chosen))
+                    self._expect_bootstrap(chosen)
                     return
             await asyncio.sleep(0.3)
+
+    def _expect_bootstrap(self, chosen: dict[int, str]) -> None:
+        self.expect_voters = chosen
+        voters = {nid: parse_hostport(rpc, 7481) for nid, rpc in chosen.items()}
+        self.agent._bootstrap(voters, owner=self.agent.ident.id == min(chosen))
+        log.info("bootstrapped", servers=len(chosen))
 
     async def _register_self(self) -> None:
         a = self.agent
@@ -314,6 +325,7 @@ class Membership:
                 "cluster_id": a.ident.cluster_id,
                 "known": [[k, v] for k, v in getattr(self, "discovery_known", {}).items()]
                 or [[a.ident.id, self.my_rpc()]],
+                "voters": [[k, v] for k, v in getattr(self, "expect_voters", {}).items()],
             }
         if method == "cluster.join":
             return await self._handle_join(body)

@@ -21,7 +21,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (NotLeader, 503),
     (ProposalDropped, 503),
     (NodeStopped, 503),
-    (OutcomeUnknown, 500),
+    (OutcomeUnknown, 504),
     (errors.StackError, 500),
 ]
 

@@ -377,9 +377,13 @@ class RaftNode:
             self._wake.set()
 
     def _fail_all(self, err: BaseException) -> None:
+        # Proposals already in the log may still commit (a leader sends its appends
+        # before its own fsync; a deposed one's entries may be on the new leader): their
+        # outcome is unknown. NodeStopped would tell the caller to retry, applying twice.
+        unknown = OutcomeUnknown(f"in flight when the node stopped ({err})")
         for _, fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(err)
+                fut.set_exception(unknown)
         self._pending.clear()
         for lst in (self._proposals, self._reads, self._ops):
             for item in lst:

@@ -22,7 +22,9 @@ def new_secret() -> str:
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogateescape: a header's undecodable bytes (aiohttp keeps them as lone
+    # surrogates) hash to an unknown token instead of raising.
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def register(registry: CommandRegistry) -> None:
