@@ -462,7 +462,7 @@ class Raft:
                     ProgressState.SNAPSHOT
                 ):
                     # Cannot match even at our snapshot (e.g. a blank new member).
-                    pr.become_snapshot(self.log.snapshot.meta.index)
+                    pr.become_snapshot(self.log.snapshot)
                     self._send_snapshot_chunk(m.frm, pr)
                     return
                 hint = m.hint_index
@@ -543,9 +543,10 @@ class Raft:
             self._transferee = NONE
 
     def _send_snapshot_chunk(self, to: NodeId, pr: Progress) -> None:
-        snap = self.log.snapshot
-        if snap.meta.index != pr.snapshot_index:
-            pr.become_snapshot(snap.meta.index)  # compacted again meanwhile: start over
+        snap = pr.pinned
+        if snap is None:
+            snap = self.log.snapshot
+            pr.become_snapshot(snap)
         data = snap.data
         off = min(pr.snapshot_offset, len(data))
         chunk = data[off : off + self.cfg.snapshot_chunk_size]
@@ -589,7 +590,7 @@ class Raft:
     ) -> bool:
         prev = pr.next - 1
         if prev < self.log.snapshot.meta.index:
-            pr.become_snapshot(self.log.snapshot.meta.index)
+            pr.become_snapshot(self.log.snapshot)
             self._send_snapshot_chunk(to, pr)
             return False
         prev_term = self.log.term(prev)

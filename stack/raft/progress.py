@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 
+from stack.raft.types import Snapshot
+
 
 class ProgressState(enum.Enum):
     PROBE = "probe"  # one append in flight until we learn where the logs match
@@ -50,6 +52,7 @@ class Progress:
         "learner",
         "match",
         "next",
+        "pinned",
         "probe_sent",
         "recent_active",
         "snapshot_index",
@@ -69,6 +72,9 @@ class Progress:
         self.snapshot_index = 0
         self.snapshot_offset = 0
         self.snapshot_stall = 0
+        # The snapshot being sent: kept even if the leader compacts again meanwhile,
+        # so a transfer slower than the compaction interval still finishes.
+        self.pinned: Snapshot | None = None
         self.commit_sent = 0  # highest commit index this follower has been told
 
     def become_probe(self) -> None:
@@ -80,6 +86,7 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
         self.snapshot_index = 0
+        self.pinned = None
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
@@ -87,9 +94,10 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
 
-    def become_snapshot(self, index: int) -> None:
+    def become_snapshot(self, snapshot: Snapshot) -> None:
         self.state = ProgressState.SNAPSHOT
-        self.snapshot_index = index
+        self.pinned = snapshot
+        self.snapshot_index = snapshot.meta.index
         self.snapshot_offset = 0
         self.snapshot_stall = 0
         self.inflights.reset()
