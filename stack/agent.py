@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from stack import identity
-from stack.config import AgentConfig, parse_hostport
+from stack.config import AgentConfig, parse_hostport, remember
 from stack.errors import BadRequest, NoLeader, NotFound, StackError
 from stack.membership import Membership
 from stack.net.rpc import PeerTransport, RpcError, RpcServer
@@ -73,6 +73,7 @@ class Agent:
         data_dir = Path(cfg.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
+        remember(cfg)
         ident = identity.load(data_dir)
         if ident is None:
             ident = identity.NodeIdentity(

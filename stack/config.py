@@ -153,15 +153,44 @@ def from_env(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# What a node remembers about how it was started, so a restart needs only --data-dir.
+REMEMBERED = ("name", "bind", "advertise", "datacenter", "http_port", "rpc_port", "server")
+SETTINGS_FILE = "settings.json"
+
+
+def remembered(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / SETTINGS_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is unreadable ({e}); fix or delete it") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return {k: _coerce(k, v) for k, v in raw.items() if k in REMEMBERED}
+
+
+def remember(cfg: AgentConfig) -> None:
+    path = Path(cfg.data_dir) / SETTINGS_FILE
+    data = {k: getattr(cfg, k) for k in REMEMBERED}
+    data["name"] = cfg.node_name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
 def build(
     flags: dict[str, Any], config_file: Path | None, environ: dict[str, str]
 ) -> AgentConfig:
-    """Merge the layers; `flags` holds only the flags the user actually gave."""
+    """Merge the layers: defaults < what the data dir remembers < config file < STACK_*
+    environment < flags. `flags` holds only the flags the user actually gave."""
     merged: dict[str, Any] = {}
     if config_file is not None:
         merged.update(load_file(config_file))
     merged.update(from_env(environ))
     merged.update({k: _coerce(k, v) for k, v in flags.items() if v is not None})
-    cfg = AgentConfig(**merged)
+    data_dir = merged.get("data_dir") or default_data_dir()
+    cfg = AgentConfig(**{**remembered(Path(data_dir)), **merged})
     cfg.validate()
     return cfg

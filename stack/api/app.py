@@ -65,6 +65,12 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return resp
 
 
+async def _index_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response carries the index of the state it was answered from."""
+    if "X-Stack-Index" not in response.headers:
+        response.headers["X-Stack-Index"] = str(request.app[AGENT].store.index)
+
+
 def make_app(agent: Agent) -> web.Application:
     from stack.api.native import kv, operator, status
 
@@ -72,6 +78,7 @@ def make_app(agent: Agent) -> web.Application:
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
     )
     app[AGENT] = agent
+    app.on_response_prepare.append(_index_header)
     status.add_routes(app)
     kv.add_routes(app)
     operator.add_routes(app)

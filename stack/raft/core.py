@@ -687,14 +687,19 @@ class Raft:
     def has_ready(self) -> bool:
         if self._role is Role.LEADER:
             self._flush_appends()
+        # Field by field: this runs several times per loop iteration of every host.
+        log, hs, ss = self.log, self._prev_hard, self._prev_soft
         return bool(
             self._msgs
             or self._read_states
-            or self.log.stable < self.log.last_index()
-            or self.log.applied < self.log.committed
+            or log.stable < log.last_index()
+            or log.applied < log.committed
             or self._pending_snapshot is not None
-            or self._hard_state() != self._prev_hard
-            or SoftState(self._leader, self._role) != self._prev_soft
+            or hs.term != self._term
+            or hs.vote != self._vote
+            or hs.commit != log.committed
+            or ss.leader != self._leader
+            or ss.role is not self._role
         )
 
     def _hard_state(self) -> HardState:

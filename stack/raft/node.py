@@ -256,7 +256,11 @@ class RaftNode:
 
     async def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
-        needs_persist = bool(rd.entries or rd.hard_state or rd.snapshot)
+        # A Ready whose hard state only moved the commit index is not written on its own:
+        # the commit index is re-learned from the leader after a restart, and it is saved
+        # anyway with the next entries or term/vote change. That spares the leader one
+        # trip through the I/O thread per batch.
+        needs_persist = rd.must_sync
         early = needs_persist and all(isinstance(m, _LEADER_MESSAGES) for m in rd.messages)
         if early:
             self._send_all(rd)
@@ -270,8 +274,7 @@ class RaftNode:
                     sync=rd.must_sync,
                 ),
             )
-            if rd.must_sync:
-                self.stats.syncs += 1
+            self.stats.syncs += 1
             self.stats.entries_persisted += len(rd.entries)
         if not early:
             self._send_all(rd)

@@ -6,6 +6,7 @@ the same table with policies, TTLs and accessors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from typing import Any
@@ -21,6 +22,7 @@ def new_secret() -> str:
     return "st." + secrets.token_urlsafe(32)
 
 
+@functools.lru_cache(maxsize=1024)
 def hash_secret(secret: str) -> str:
     # surrogateescape: a header's undecodable bytes (aiohttp keeps them as lone
     # surrogates) hash to an unknown token instead of raising.

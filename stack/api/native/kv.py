@@ -9,6 +9,7 @@ prefix, with `?recurse`) changes past N.
 from __future__ import annotations
 
 import base64
+import re
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from stack.errors import BadRequest, Conflict, NotFound
 from stack.state import kv
 from stack.state.blocking import wait_for_change
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
 MAX_VALUE = 512 * 1024
 MAX_KEY = 1024
 INDEX_HEADER = "X-Stack-Index"
@@ -29,7 +31,7 @@ def _key(request: web.Request, *, allow_empty: bool) -> str:
         raise BadRequest("missing key")
     if len(key.encode()) > MAX_KEY:
         raise BadRequest(f"key longer than {MAX_KEY} bytes")
-    if any(ord(c) < 0x20 for c in key):
+    if _CONTROL.search(key):
         raise BadRequest("key contains control characters")
     return key
 
