@@ -264,6 +264,9 @@ class Agent:
                 body = await self.transport.request(leader, "raft.apply", data, remaining)
                 return WriteResult(bool(body["ok"]), int(body["index"]))
             except RpcError as e:
+                if e.code == "connection_lost":
+                    # The leader may have committed it before the connection dropped.
+                    raise OutcomeUnknown(f"forwarded write: {e.message}") from None
                 if e.code not in ("not_leader", "dropped", "no_leader", "unavailable"):
                     raise _from_rpc(e) from None
             except RETRYABLE:
@@ -291,7 +294,7 @@ class Agent:
                 await asyncio.wait_for(self.node.wait_applied(index), remaining)
                 return index
             except RpcError as e:
-                if e.code not in ("not_leader", "no_leader", "unavailable"):
+                if e.code not in ("not_leader", "no_leader", "unavailable", "connection_lost"):
                     raise _from_rpc(e) from None
             except RETRYABLE:
                 pass

@@ -313,14 +313,17 @@ class _Peer:
         self.wake.set()
         return True
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, reached: bool = False) -> None:
         self.dropped += self.queued
         self.buf.clear()
         self.queued = 0
         pending, self.pending = self.pending, {}
+        # Over a verified session these requests may have been served: "connection_lost"
+        # lets callers of non-idempotent methods tell that apart from "unavailable".
+        code = "connection_lost" if reached else "unavailable"
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(RpcError("unavailable", f"peer {self.peer_id}: {reason}"))
+                fut.set_exception(RpcError(code, f"peer {self.peer_id}: {reason}"))
 
     async def _run(self) -> None:
         owner, attempt = self.owner, 0
@@ -348,8 +351,10 @@ class _Peer:
                         reason = f"session failed: {type(exc).__name__}"
                     if self.state == self.UP:  # a verified session resets the backoff
                         attempt = 0
+                # Before the server's HELLO checked out it processed nothing we sent.
+                reached = self.state == self.UP
                 self.state = self.DOWN
-                self._fail(reason)
+                self._fail(reason, reached=reached)
                 if attempt == 0:  # only the first of a run of failures is worth a line
                     log.warning("rpc_peer_down", peer_id=self.peer_id, reason=reason)
                 delay = min(owner.backoff_max, owner.backoff_min * 2**attempt)

@@ -33,5 +33,6 @@ class Unavailable(RaftError):
 
 
 class OutcomeUnknown(RaftError):
-    """The proposal may or may not have been applied (it was in flight when this node
-    installed a snapshot). Retrying a non-idempotent command is the caller's call."""
+    """The proposal may or may not have been applied: it was in the log when this node
+    stopped or installed a snapshot, did not commit in time, or was forwarded over a
+    connection that dropped. Retrying a non-idempotent command is the caller's call."""

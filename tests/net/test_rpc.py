@@ -460,3 +460,22 @@ async def test_request_addr_for_join_and_discovery() -> None:
         for t in (joiner, member, other):
             await t.close()
         await srv.rpc.close()
+
+
+async def test_request_in_flight_when_the_peer_dies_has_an_unknown_outcome() -> None:
+    """A request the peer may have served is "connection_lost", never "unavailable"
+    (which callers read as "never sent" and may retry)."""
+    srv = await start("127.0.0.57")
+    t = transport()
+    try:
+        t.set_peer(2, "127.0.0.57", srv.rpc.port)
+        assert (await t.request(2, "echo", 1, timeout=5))["body"] == 1
+        hung = asyncio.ensure_future(t.request(2, "hang", None, timeout=10))
+        await until(lambda: any(m == "hang" for _, m, _ in srv.requests))
+        await srv.rpc.close()
+        with pytest.raises(RpcError) as err:
+            await hung
+        assert err.value.code == "connection_lost"
+    finally:
+        await t.close()
+        await srv.rpc.close()
