@@ -91,6 +91,12 @@ async def write_once(
         return False
 
 
+def _check_alive(children: Sequence[Child], deadline: float, what: str) -> None:
+    """Give up (with the servers' logs) once a server died or the deadline passed."""
+    if any(not c.alive() for c in children) or time.monotonic() > deadline:
+        raise _fail_with_logs(what, children)
+
+
 def _fail_with_logs(msg: str, nodes: Sequence[Child]) -> ClusterError:
     tails = "\n".join(f"--- {c.name} (exit {c.proc.poll()}):\n{c.log_tail()}" for c in nodes)
     return ClusterError(f"{msg}\n{tails}")
@@ -162,9 +168,7 @@ class StackCluster:
             await asyncio.sleep(0.1)
 
     def _check(self, deadline: float, what: str) -> None:
-        dead = [n.child for n in self.nodes if not n.child.alive()]
-        if dead or time.monotonic() > deadline:
-            raise _fail_with_logs(what, [n.child for n in self.nodes])
+        _check_alive([n.child for n in self.nodes], deadline, what)
 
     async def _all_voters(self, session: aiohttp.ClientSession) -> bool:
         try:
@@ -327,9 +331,7 @@ class EtcdCluster:
             await asyncio.sleep(0.05)
 
     def _check(self, deadline: float, what: str) -> None:
-        dead = [n.child for n in self.nodes if not n.child.alive()]
-        if dead or time.monotonic() > deadline:
-            raise _fail_with_logs(what, [n.child for n in self.nodes])
+        _check_alive([n.child for n in self.nodes], deadline, what)
 
     async def find_prefix(self, session: aiohttp.ClientSession) -> bool:
         node = self.nodes[0]

@@ -76,9 +76,7 @@ class Agent:
         remember(cfg)
         ident = identity.load(data_dir)
         if ident is None:
-            ident = identity.NodeIdentity(
-                identity.new_node_id(), cfg.node_name, "", cfg.datacenter
-            )
+            ident = identity.NodeIdentity(identity.new_node_id(), cfg.node_name, "", cfg.datacenter)
             identity.save(data_dir, ident)
         self.ident = ident
         self.storage = LogStorage.open(data_dir / "raft")
@@ -166,9 +164,7 @@ class Agent:
         node chosen to, mint the root token (proposed once a leader exists)."""
         from stack.raft.types import ConfState, SnapshotMeta
 
-        cluster_id = (
-            secrets.token_hex(8) if len(voters) == 1 else _cluster_id_for(sorted(voters))
-        )
+        cluster_id = secrets.token_hex(8) if len(voters) == 1 else _cluster_id_for(sorted(voters))
         snap = Snapshot(SnapshotMeta(0, 0, ConfState(voters=frozenset(voters))), b"")
         self.storage.save(snapshot=snap)
         self._bootstrap_snapshot = snap

@@ -60,11 +60,20 @@ def up(
 ) -> None:
     """Run a node. With no flags: bootstrap a single-node cluster and serve."""
     flags: dict[str, Any] = {
-        "data_dir": data_dir, "name": name, "bind": bind, "advertise": advertise,
-        "datacenter": datacenter, "http_port": http_port, "rpc_port": rpc_port,
-        "join": join or None, "retry_join": retry_join or None,
-        "bootstrap_expect": bootstrap_expect, "token": token, "server": server,
-        "log_level": log_level, "log_json": log_json,
+        "data_dir": data_dir,
+        "name": name,
+        "bind": bind,
+        "advertise": advertise,
+        "datacenter": datacenter,
+        "http_port": http_port,
+        "rpc_port": rpc_port,
+        "join": join or None,
+        "retry_join": retry_join or None,
+        "bootstrap_expect": bootstrap_expect,
+        "token": token,
+        "server": server,
+        "log_level": log_level,
+        "log_json": log_json,
     }
     try:
         cfg = config_mod.build(flags, config, dict(os.environ))
@@ -144,8 +153,19 @@ def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt 
         _print_json(st)
         return
     t = Table(show_header=False, box=None)
-    for key in ("name", "id", "cluster_id", "datacenter", "role", "leader_name", "term",
-                "commit_index", "applied_index", "snapshot_index", "sealed"):
+    for key in (
+        "name",
+        "id",
+        "cluster_id",
+        "datacenter",
+        "role",
+        "leader_name",
+        "term",
+        "commit_index",
+        "applied_index",
+        "snapshot_index",
+        "sealed",
+    ):
         t.add_row(key.replace("_", " "), str(st.get(key, "")))
     console.print(t)
     _members_table(st["members"])
@@ -154,8 +174,16 @@ def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt 
 def _members_table(members: list[dict[str, Any]]) -> None:
     t = Table("name", "id", "address", "dc", "raft", "leader", "match", "status")
     for m in members:
-        t.add_row(m["name"], m["id"], m["address"], m["datacenter"], m["raft"],
-                  "*" if m["leader"] else "", str(m["match_index"] or ""), m["status"])
+        t.add_row(
+            m["name"],
+            m["id"],
+            m["address"],
+            m["datacenter"],
+            m["raft"],
+            "*" if m["leader"] else "",
+            str(m["match_index"] or ""),
+            m["status"],
+        )
     console.print(t)
 
 
@@ -191,8 +219,9 @@ def list_peers(
 @raft_app.command("remove-peer")
 def remove_peer(peer: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
     """Remove a server (by id or name) from the Raft configuration."""
-    data = _call(addr, token, "POST", "/v1/operator/raft/remove-peer",
-                 json.dumps({"id": peer}).encode())
+    data = _call(
+        addr, token, "POST", "/v1/operator/raft/remove-peer", json.dumps({"id": peer}).encode()
+    )
     console.print(f"removed {peer} at index {data['index']}")
 
 
@@ -203,15 +232,21 @@ def transfer_leader(
     token: TokenOpt = "",
 ) -> None:
     """Hand leadership to another voter (the most caught-up one by default)."""
-    data = _call(addr, token, "POST", "/v1/operator/raft/transfer-leader",
-                 json.dumps({"to": to} if to else {}).encode())
+    data = _call(
+        addr,
+        token,
+        "POST",
+        "/v1/operator/raft/transfer-leader",
+        json.dumps({"to": to} if to else {}).encode(),
+    )
     console.print(f"leader is now {data['leader']}")
 
 
 # ================================================================ kv
 @kv_app.command("get")
-def kv_get(key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
-           stale: bool = False) -> None:
+def kv_get(
+    key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", stale: bool = False
+) -> None:
     """Print a value."""
     raw = _call(addr, token, "GET", f"/v1/kv/{key}" + ("?stale" if stale else ""))
     sys.stdout.buffer.write(raw if isinstance(raw, bytes) else json.dumps(raw).encode())
@@ -219,8 +254,13 @@ def kv_get(key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
 
 
 @kv_app.command("put")
-def kv_put(key: str, value: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
-           cas: Annotated[int | None, typer.Option(help="Only if at this index.")] = None) -> None:
+def kv_put(
+    key: str,
+    value: str,
+    addr: AddrOpt = DEFAULT_ADDR,
+    token: TokenOpt = "",
+    cas: Annotated[int | None, typer.Option(help="Only if at this index.")] = None,
+) -> None:
     """Set a value."""
     q = f"?cas={cas}" if cas is not None else ""
     data = _call(addr, token, "PUT", f"/v1/kv/{key}{q}", value.encode())
@@ -228,8 +268,9 @@ def kv_put(key: str, value: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt =
 
 
 @kv_app.command("delete")
-def kv_delete(key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "",
-              recurse: bool = False) -> None:
+def kv_delete(
+    key: str, addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", recurse: bool = False
+) -> None:
     """Delete a key (or every key under a prefix with --recurse)."""
     data = _call(addr, token, "DELETE", f"/v1/kv/{key}" + ("?recurse" if recurse else ""))
     console.print(f"ok, index {data['index']}")

@@ -135,8 +135,12 @@ def load_file(path: Path) -> dict[str, Any]:
         from hcl2.utils import SerializationOptions
 
         try:
-            data = hcl2.loads(text, serialization_options=SerializationOptions(
-                strip_string_quotes=True, with_comments=False))
+            data = hcl2.loads(
+                text,
+                serialization_options=SerializationOptions(
+                    strip_string_quotes=True, with_comments=False
+                ),
+            )
         except Exception as e:  # the HCL parser raises several unrelated types
             raise ConfigError(f"{path}: invalid HCL: {e}") from None
     if not isinstance(data, dict):
@@ -180,9 +184,7 @@ def remember(cfg: AgentConfig) -> None:
     os.replace(tmp, path)
 
 
-def build(
-    flags: dict[str, Any], config_file: Path | None, environ: dict[str, str]
-) -> AgentConfig:
+def build(flags: dict[str, Any], config_file: Path | None, environ: dict[str, str]) -> AgentConfig:
     """Merge the layers: defaults < what the data dir remembers < config file < STACK_*
     environment < flags. `flags` holds only the flags the user actually gave."""
     merged: dict[str, Any] = {}

@@ -37,7 +37,9 @@ def load(data_dir: Path) -> NodeIdentity | None:
     try:
         raw = json.loads(path.read_text())
         return NodeIdentity(
-            id=int(raw["id"]), name=str(raw["name"]), cluster_id=str(raw.get("cluster_id", "")),
+            id=int(raw["id"]),
+            name=str(raw["name"]),
+            cluster_id=str(raw.get("cluster_id", "")),
             datacenter=str(raw.get("datacenter", "dc1")),
         )
     except FileNotFoundError:

@@ -71,22 +71,27 @@ class Membership:
         for nid in sorted(st.conf.members() | {int(i) for i in rows}):
             row = rows.get(str(nid))
             raft_role = (
-                "voter" if nid in st.conf.voters else "learner" if nid in st.conf.learners
+                "voter"
+                if nid in st.conf.voters
+                else "learner"
+                if nid in st.conf.learners
                 else "none"
             )
             prog = st.progress.get(nid)
-            out.append({
-                "id": str(nid),
-                "name": row.name if row else "",
-                "address": row.address if row else "",
-                "http": (row_http(self.agent, str(nid)) if row else ""),
-                "datacenter": row.datacenter if row else "",
-                "role": row.role if row else "server",
-                "raft": raft_role,
-                "leader": nid == st.leader,
-                "match_index": prog.match if prog else None,
-                "status": row.status if row else "unknown",
-            })
+            out.append(
+                {
+                    "id": str(nid),
+                    "name": row.name if row else "",
+                    "address": row.address if row else "",
+                    "http": (row_http(self.agent, str(nid)) if row else ""),
+                    "datacenter": row.datacenter if row else "",
+                    "role": row.role if row else "server",
+                    "raft": raft_role,
+                    "leader": nid == st.leader,
+                    "match_index": prog.match if prog else None,
+                    "status": row.status if row else "unknown",
+                }
+            )
         return out
 
     def resolve(self, ident: str) -> int:
@@ -186,21 +191,26 @@ class Membership:
         while True:
             row, _ = nodes.get_node(a.store, str(a.ident.id))
             if row is not None and (row.name, row.address, row_http(a, row.id)) == (
-                a.ident.name, self.my_rpc(), self.my_http()
+                a.ident.name,
+                self.my_rpc(),
+                self.my_http(),
             ):
                 return
             if a.ident.cluster_id and a.node.leader:
                 try:
-                    result = await a.apply(nodes.encode_register(
-                        a.registry,
-                        id=str(a.ident.id),
-                        name=a.ident.name,
-                        address=self.my_rpc(),
-                        http=self.my_http(),
-                        role="server" if a.cfg.server else "client",
-                        datacenter=a.ident.datacenter,
-                        status="alive",
-                    ), timeout=5.0)
+                    result = await a.apply(
+                        nodes.encode_register(
+                            a.registry,
+                            id=str(a.ident.id),
+                            name=a.ident.name,
+                            address=self.my_rpc(),
+                            http=self.my_http(),
+                            role="server" if a.cfg.server else "client",
+                            datacenter=a.ident.datacenter,
+                            status="alive",
+                        ),
+                        timeout=5.0,
+                    )
                     await asyncio.wait_for(a.node.wait_applied(result.index), 10.0)
                     continue
                 except (NoLeader, RaftError, RpcError, TimeoutError) as e:
@@ -216,9 +226,15 @@ class Membership:
                 return
             if a.node.leader:
                 try:
-                    result = await a.apply(tokens.encode_token_set(
-                        a.registry, secret_hash=self.pending_root_hash, accessor="root",
-                        policies=["root"]), timeout=5.0)
+                    result = await a.apply(
+                        tokens.encode_token_set(
+                            a.registry,
+                            secret_hash=self.pending_root_hash,
+                            accessor="root",
+                            policies=["root"],
+                        ),
+                        timeout=5.0,
+                    )
                     await asyncio.wait_for(a.node.wait_applied(result.index), 10.0)
                     continue
                 except (NoLeader, RaftError, RpcError, TimeoutError) as e:
@@ -284,8 +300,14 @@ class Membership:
                 if not a.node.leader:
                     raise NoLeader("no leader")
                 body = {"type": int(cc.type), "id": cc.node_id}
-                return int(await a.transport.request(a.node.leader, "cluster.conf_change", body,
-                                                     max(deadline - time.monotonic(), 0.1)))
+                return int(
+                    await a.transport.request(
+                        a.node.leader,
+                        "cluster.conf_change",
+                        body,
+                        max(deadline - time.monotonic(), 0.1),
+                    )
+                )
             except (ProposalDropped, NotLeader, NoLeader) as e:
                 if time.monotonic() > deadline:
                     raise NoLeader(f"configuration change not accepted: {e}") from None
@@ -300,8 +322,11 @@ class Membership:
         if ident:
             target = self.resolve(ident)
         else:
-            others = [(p.match, n) for n, p in st.progress.items()
-                      if n != a.ident.id and n in st.conf.voters]
+            others = [
+                (p.match, n)
+                for n, p in st.progress.items()
+                if n != a.ident.id and n in st.conf.voters
+            ]
             if not others:
                 raise BadRequest("no other voter to transfer leadership to")
             target = max(others)[1]
@@ -362,10 +387,18 @@ class Membership:
             return await a.transport.request(leader, "cluster.join", body, 10.0)
         host, port = parse_hostport(rpc, 7481)
         a.transport.set_peer(nid, host, port)
-        await a.apply(nodes.encode_register(
-            a.registry, id=str(nid), name=name, address=rpc, http=http,
-            role="server" if server else "client", datacenter=dc, status="alive",
-        ))
+        await a.apply(
+            nodes.encode_register(
+                a.registry,
+                id=str(nid),
+                name=name,
+                address=rpc,
+                http=http,
+                role="server" if server else "client",
+                datacenter=dc,
+                status="alive",
+            )
+        )
         if nid not in a.node.status().conf.members():
             await self.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, nid))
         peers = [[int(n.id), n.address] for n in nodes.list_nodes(a.store)[0]]

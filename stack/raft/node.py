@@ -116,8 +116,9 @@ class RaftNode:
         self._ticks = 0
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._read_waiting: dict[bytes, asyncio.Future[int]] = {}
-        self._read_ready: list[tuple[int, asyncio.Future[int]]] = []
-        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # (index, future, value): resolve `future` with `value` once `index` is applied.
+        # Confirmed reads wait here (value = the read index), and so do wait_applied().
+        self._applied_waiters: list[tuple[int, asyncio.Future[Any], Any]] = []
         self._ctx = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -184,7 +185,7 @@ class RaftNode:
         if self.applied >= index:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waiters.append((index, fut))
+        self._applied_waiters.append((index, fut, None))
         await fut
 
     async def run_op(self, op: Callable[[Raft], Any]) -> Any:
@@ -304,7 +305,7 @@ class RaftNode:
         for rs in rd.read_states:
             rfut = self._read_waiting.pop(rs.ctx, None)
             if rfut is not None and not rfut.done():
-                self._read_ready.append((rs.index, rfut))
+                self._applied_waiters.append((rs.index, rfut, rs.index))
         self.core.advance(rd)
         self._release_waiters()
 
@@ -340,23 +341,13 @@ class RaftNode:
 
     def _release_waiters(self) -> None:
         applied = self.applied
-        if self._read_ready:
-            still = []
-            for index, rfut in self._read_ready:
-                if index <= applied:
-                    if not rfut.done():
-                        rfut.set_result(index)
-                else:
-                    still.append((index, rfut))
-            self._read_ready = still
         if self._applied_waiters:
             waiting = []
-            for index, afut in self._applied_waiters:
-                if index <= applied:
-                    if not afut.done():
-                        afut.set_result(None)
-                else:
-                    waiting.append((index, afut))
+            for index, fut, value in self._applied_waiters:
+                if index > applied:
+                    waiting.append((index, fut, value))
+                elif not fut.done():
+                    fut.set_result(value)
             self._applied_waiters = waiting
 
     def _on_soft_state(self, role: Role, leader: int) -> None:
@@ -412,11 +403,7 @@ class RaftNode:
             if not rfut.done():
                 rfut.set_exception(err)
         self._read_waiting.clear()
-        for _, rf in self._read_ready:
-            if not rf.done():
-                rf.set_exception(err)
-        self._read_ready.clear()
-        for _, af in self._applied_waiters:
+        for _, af, _ in self._applied_waiters:
             if not af.done():
                 af.set_exception(err)
         self._applied_waiters.clear()

@@ -33,7 +33,7 @@ async def remove_peer(request: web.Request) -> web.Response:
     body = await _json_body(request)
     ident = body.get("id") or body.get("name") or request.query.get("id")
     if not isinstance(ident, str) or not ident:
-        raise BadRequest("give the peer as {\"id\": ...} or {\"name\": ...}")
+        raise BadRequest('give the peer as {"id": ...} or {"name": ...}')
     index = await request.app[AGENT].remove_peer(ident)
     return web.json_response({"index": index})
 
