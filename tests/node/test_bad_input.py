@@ -228,8 +228,10 @@ def check_http_garbage(node: Node) -> None:
                  b"PUT /v1/kv/x HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
                  b"PUT /v1/kv/x HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort"):  # fmt: skip
         got, closed = raw_exchange(node.addr, HTTP_PORT, data, half_close=True)
-        assert closed or got.startswith(b"HTTP/1.1 4"), (data, got[:200])
-        assert not got or got.startswith(b"HTTP/1.1 4"), (data, got[:200])
+        # aiohttp answers an unparseable request line as HTTP/1.0, a parsed one as 1.1.
+        is_4xx = got.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4"))
+        assert closed or is_4xx, (data, got[:200])
+        assert not got or is_4xx, (data, got[:200])
     assert node.get("x").status == 404
 
 
