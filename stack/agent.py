@@ -57,6 +57,7 @@ class Agent:
         self.ready_at: float | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
+        self._stopping: asyncio.Future[None] | None = None
         self.ident: identity.NodeIdentity
         self.storage: LogStorage
         self.node: RaftNode
@@ -197,8 +198,12 @@ class Agent:
         self._tasks.append(t)
 
     async def stop(self, *, transfer: bool = True) -> None:
-        if self._stopped.is_set():
-            return
+        """Stop once, however many signals or requests ask for it meanwhile."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(transfer=transfer))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, *, transfer: bool) -> None:
         if transfer and self.node.role is Role.LEADER:
             await self._transfer_away(timeout=3.0)
         for t in self._tasks:

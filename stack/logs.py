@@ -12,6 +12,21 @@ import sys
 import structlog
 
 
+class _BadHttpRequests(logging.Filter):
+    """aiohttp logs a full traceback at ERROR for every malformed request (an oversized
+    header, say): anyone could flood the log that way. Keep one short warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request refused: %s", (type(exc).__name__,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", json_lines: bool = False) -> None:
     lvl = getattr(logging, level.upper())
     renderer: structlog.types.Processor = (
@@ -32,3 +47,4 @@ def configure(level: str = "info", json_lines: bool = False) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=lvl, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(_BadHttpRequests())
