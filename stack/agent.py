@@ -8,6 +8,7 @@ the background duties (joining, self-registration, promoting learners).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import secrets
@@ -19,7 +20,8 @@ from typing import Any
 import structlog
 
 from stack import identity
-from stack.config import AgentConfig, parse_hostport, remember
+from stack.api.app import start_http
+from stack.config import AgentConfig, remember
 from stack.errors import BadRequest, NoLeader, NotFound, StackError
 from stack.membership import Membership
 from stack.net.rpc import PeerTransport, RpcError, RpcServer
@@ -28,7 +30,15 @@ from stack.raft.core import Raft
 from stack.raft.errors import NotLeader, OutcomeUnknown, ProposalDropped, RaftError
 from stack.raft.node import NodeStopped, RaftNode
 from stack.raft.storage import LogStorage, StoredState
-from stack.raft.types import ConfChange, ConfChangeType, HardState, Role, Snapshot
+from stack.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    HardState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 from stack.state import register_substrate_commands, tokens
 from stack.state.commands import CommandRegistry, WriteResult
 from stack.state.fsm import FSM
@@ -110,7 +120,7 @@ class Agent:
                     mode = "join"
             else:
                 mode = "bootstrap"
-                self._bootstrap({ident.id: (cfg.advertise_addr, self.rpc.port)}, owner=True)
+                self.bootstrap({ident.id: (cfg.advertise_addr, self.rpc.port)}, owner=True)
             if self._bootstrap_snapshot is not None:
                 st = StoredState(HardState(), self._bootstrap_snapshot, [])
 
@@ -140,8 +150,6 @@ class Agent:
             # A single-server cluster need not wait out an election timeout.
             await self.node.run_op(lambda c: c.campaign())
 
-        from stack.api.app import start_http
-
         self.http = await start_http(self)
         self._spawn(self.membership.run(mode))
         log.info(
@@ -160,11 +168,9 @@ class Agent:
     def http_port(self) -> int:
         return int(self.http.port) if self.http is not None else self.cfg.http_port
 
-    def _bootstrap(self, voters: dict[int, tuple[str, int]], *, owner: bool) -> None:
+    def bootstrap(self, voters: dict[int, tuple[str, int]], *, owner: bool) -> None:
         """Write the initial configuration as the snapshot at index 0 and, on the one
         node chosen to, mint the root token (proposed once a leader exists)."""
-        from stack.raft.types import ConfState, SnapshotMeta
-
         cluster_id = secrets.token_hex(8) if len(voters) == 1 else _cluster_id_for(sorted(voters))
         snap = Snapshot(SnapshotMeta(0, 0, ConfState(voters=frozenset(voters))), b"")
         self.storage.save(snapshot=snap)
@@ -390,8 +396,6 @@ class Agent:
 
 
 def _cluster_id_for(ids: list[int]) -> str:
-    import hashlib
-
     return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
@@ -403,7 +407,3 @@ def _from_rpc(e: RpcError) -> StackError:
     if e.code == "outcome_unknown":
         return StackError(f"outcome unknown: {e.message}")
     return StackError(f"{e.code}: {e.message}")
-
-
-def parse_join(addr: str) -> tuple[str, int]:
-    return parse_hostport(addr, 7481)

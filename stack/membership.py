@@ -6,12 +6,14 @@ transport dials from (the replicated `nodes` table).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from stack.config import parse_hostport
+from stack import identity
+from stack.config import AgentConfig, parse_hostport
 from stack.errors import BadRequest, NoLeader, NotFound
 from stack.net.rpc import RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
@@ -34,6 +36,9 @@ class Membership:
         self.agent = agent
         self.pending_root_hash: str | None = None
         self._caught_up: dict[int, int] = {}
+        # --bootstrap-expect: servers heard of so far, and the voters we bootstrapped with.
+        self.discovery_known: dict[int, str] = {}
+        self.expect_voters: dict[int, str] = {}
         self._watch: Any = None
 
     # ------------------------------------------------------------ address book
@@ -83,7 +88,7 @@ class Membership:
                     "id": str(nid),
                     "name": row.name if row else "",
                     "address": row.address if row else "",
-                    "http": (row_http(self.agent, str(nid)) if row else ""),
+                    "http": row.http if row else "",
                     "datacenter": row.datacenter if row else "",
                     "role": row.role if row else "server",
                     "raft": raft_role,
@@ -129,8 +134,6 @@ class Membership:
                     continue
                 cluster_id = str(resp["cluster_id"])
                 self.agent.ident = self.agent.ident.with_cluster(cluster_id)
-                from stack import identity
-
                 identity.save(self.agent.cfg.data_dir, self.agent.ident)
                 self.agent.set_cluster_id(cluster_id)
                 for nid, rpc in resp["peers"]:
@@ -148,8 +151,8 @@ class Membership:
         configuration. If one already belongs to a cluster, join it instead."""
         cfg = self.agent.cfg
         me = self.agent.ident.id
-        known: dict[int, str] = {me: self.my_rpc()}
-        self.discovery_known = known
+        known = self.discovery_known
+        known[me] = self.my_rpc()
         while True:
             for addr in (*cfg.retry_join, *cfg.join):
                 host, port = parse_hostport(addr, 7481)
@@ -182,7 +185,7 @@ class Membership:
     def _expect_bootstrap(self, chosen: dict[int, str]) -> None:
         self.expect_voters = chosen
         voters = {nid: parse_hostport(rpc, 7481) for nid, rpc in chosen.items()}
-        self.agent._bootstrap(voters, owner=self.agent.ident.id == min(chosen))
+        self.agent.bootstrap(voters, owner=self.agent.ident.id == min(chosen))
         log.info("bootstrapped", servers=len(chosen))
 
     async def _register_self(self) -> None:
@@ -190,7 +193,7 @@ class Membership:
         delay = 0.1
         while True:
             row, _ = nodes.get_node(a.store, str(a.ident.id))
-            if row is not None and (row.name, row.address, row_http(a, row.id)) == (
+            if row is not None and (row.name, row.address, row.http) == (
                 a.ident.name,
                 self.my_rpc(),
                 self.my_http(),
@@ -348,9 +351,9 @@ class Membership:
             return {
                 "id": a.ident.id,
                 "cluster_id": a.ident.cluster_id,
-                "known": [[k, v] for k, v in getattr(self, "discovery_known", {}).items()]
+                "known": [[k, v] for k, v in self.discovery_known.items()]
                 or [[a.ident.id, self.my_rpc()]],
-                "voters": [[k, v] for k, v in getattr(self, "expect_voters", {}).items()],
+                "voters": [[k, v] for k, v in self.expect_voters.items()],
             }
         if method == "cluster.join":
             return await self._handle_join(body)
@@ -407,12 +410,5 @@ class Membership:
         return {"cluster_id": a.ident.cluster_id, "leader": a.ident.id, "peers": peers}
 
 
-def row_http(agent: Agent, node_id: str) -> str:
-    row = agent.store.table(nodes.NODES_TABLE).get(node_id)
-    return str(row.value.get("http", "")) if row is not None else ""
-
-
-def _with_join(cfg: Any, addr: str) -> Any:
-    import dataclasses
-
+def _with_join(cfg: AgentConfig, addr: str) -> AgentConfig:
     return dataclasses.replace(cfg, join=(addr,))

@@ -33,6 +33,7 @@ class NodeEntry:
     status: str
     create_index: int
     modify_index: int
+    http: str = ""  # the node's API address, when it registered one
 
 
 def register(registry: CommandRegistry) -> None:
@@ -94,6 +95,7 @@ def _entry(row: Row) -> NodeEntry:
         v["status"],
         row.create_index,
         row.modify_index,
+        v.get("http", ""),
     )
 
 
