@@ -8,7 +8,7 @@ the background duties (joining, self-registration, promoting learners).
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import ipaddress
 import os
 import random
 import secrets
@@ -22,7 +22,8 @@ import structlog
 from stack import identity
 from stack.api.app import start_http
 from stack.config import AgentConfig, remember
-from stack.errors import BadRequest, NoLeader, NotFound, StackError
+from stack.credentials import Credentials
+from stack.errors import BadRequest, ConfigError, NoLeader, NotFound, StackError
 from stack.membership import Membership
 from stack.net.rpc import PeerTransport, RpcError, RpcServer
 from stack.raft.config import RaftConfig
@@ -39,9 +40,13 @@ from stack.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
-from stack.state import register_substrate_commands, tokens
-from stack.state.commands import CommandRegistry, WriteResult
+from stack.state import ca, register_substrate_commands, tokens
+from stack.state import seal as sealstate
+from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
 from stack.state.fsm import FSM
+from stack.unseal import Unsealer
+from stack.vault import seal as sealing
+from stack.vault.barrier import Barrier
 
 log = structlog.get_logger("stack.agent")
 
@@ -53,7 +58,15 @@ def build_registry() -> CommandRegistry:
     registry = CommandRegistry()
     register_substrate_commands(registry)
     tokens.register(registry)
+    ca.register(registry)
+    sealstate.register(registry)
     return registry
+
+
+# Methods a node in no cluster may call (it has no certificate yet), and methods
+# only server certificates may call.
+OPEN_METHODS = frozenset({"cluster.join", "cluster.discover", "cluster.ca"})
+SERVER_METHODS = frozenset({"seal.share", "cluster.conf_change", "cluster.transfer"})
 
 
 class Agent:
@@ -77,6 +90,12 @@ class Agent:
         self.http: Any = None
         self.root_token: str | None = None
         self._bootstrap_snapshot: Snapshot | None = None
+        self.barrier = Barrier()
+        self._genesis_hard_state = HardState()
+        self._bootstrap_lines: list[str] = []
+        self._rpc_started = False
+        self.credentials = Credentials(self)
+        self.unsealer = Unsealer(self)
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -97,16 +116,11 @@ class Agent:
             self.fsm.restore(st.snapshot.data)
 
         self.transport = PeerTransport(
-            node_id=ident.id, cluster_id=ident.cluster_id, local_host=cfg.bind
-        )
-        self.rpc = RpcServer(
             node_id=ident.id,
             cluster_id=ident.cluster_id,
-            on_raft=lambda m: self.node.step(m),
-            on_request=self._on_request,
-            open_methods=frozenset({"cluster.join", "cluster.discover"}),
+            local_host=cfg.bind,
+            authenticate=self.credentials.authenticate,
         )
-        await self.rpc.start(cfg.bind, cfg.rpc_port)
         self.membership = Membership(self)
 
         mode = "restart"
@@ -115,14 +129,26 @@ class Agent:
                 mode = "join"
             elif cfg.bootstrap_expect > 1:
                 mode = "expect"
+                await self._start_rpc(tls=False)  # discovery only: no certificate yet
                 await self.membership.discover_and_bootstrap()
-                if self.cfg.join:  # found a cluster that already exists
+                await self.rpc.close()
+                self._rpc_started = False
+                if self.cfg.join:  # found a cluster, or another server bootstraps it
                     mode = "join"
             else:
                 mode = "bootstrap"
-                self.bootstrap({ident.id: (cfg.advertise_addr, self.rpc.port)}, owner=True)
+            if mode == "join":
+                await self.membership.join_cluster()
+            elif self._bootstrap_snapshot is None:
+                self.bootstrap(owner=True)
             if self._bootstrap_snapshot is not None:
-                st = StoredState(HardState(), self._bootstrap_snapshot, [])
+                st = StoredState(self._genesis_hard_state, self._bootstrap_snapshot, [])
+        elif not self.credentials.tls.has_cert:
+            raise ConfigError(
+                f"{data_dir} holds Raft state but no node certificate (tls/); "
+                "was it copied without its tls directory?"
+            )
+        await self._start_rpc(tls=True)
 
         core = Raft(
             RaftConfig(id=ident.id, election_tick=cfg.election_ticks, heartbeat_tick=1),
@@ -132,8 +158,8 @@ class Agent:
             entries=st.entries,
             applied=st.snapshot.meta.index if st.snapshot else 0,
         )
-        if not cfg.server:
-            core.set_campaign_allowed(False)
+        if not cfg.server or self.barrier.sealed:
+            core.set_campaign_allowed(False)  # a sealed server votes but never leads
         self.node = RaftNode(
             core,
             storage=self.storage,
@@ -146,12 +172,14 @@ class Agent:
         )
         self.membership.seed_peers_from_store()
         self.node.start()
-        if core.conf.voters == {ident.id} and cfg.server:
+        if core.conf.voters == {ident.id} and cfg.server and not self.barrier.sealed:
             # A single-server cluster need not wait out an election timeout.
             await self.node.run_op(lambda c: c.campaign())
 
         self.http = await start_http(self)
         self._spawn(self.membership.run(mode))
+        self._spawn(self.unsealer.run())
+        self._spawn(self.credentials.run())
         log.info(
             "node started",
             name=ident.name,
@@ -160,34 +188,99 @@ class Agent:
             http=f"{cfg.bind}:{self.http_port}",
             rpc=f"{cfg.bind}:{self.rpc.port}",
         )
-        self._out(f"stack node {ident.name} ({mode}): API on http://{cfg.bind}:{self.http_port}")
-        if self.root_token is not None:
-            self._out(f"root token: {self.root_token}")
+        self._out(
+            f"stack node {ident.name} ({mode}): API on {self.http_scheme}://{cfg.bind}:{self.http_port}"
+        )
+        for line in self._bootstrap_lines:
+            self._out(line)
+        self._bootstrap_lines = []
+
+    async def _start_rpc(self, *, tls: bool) -> None:
+        creds = self.credentials
+        self.rpc = RpcServer(
+            node_id=self.ident.id,
+            cluster_id=self.ident.cluster_id,
+            on_raft=lambda m: self.node.step(m),
+            on_request=self._on_request,
+            open_methods=OPEN_METHODS if tls else frozenset({"cluster.discover"}),
+            server_methods=SERVER_METHODS,
+            ssl=creds.tls.server_context() if tls else None,
+            authenticate=creds.authenticate if tls else None,
+        )
+        if tls:
+            self.transport.ssl = creds.tls.client_context()
+        await self.rpc.start(self.cfg.bind, self.cfg.rpc_port)
+        self._rpc_started = True
+
+    @property
+    def rpc_port(self) -> int:
+        return self.rpc.port if self._rpc_started else self.cfg.rpc_port
+
+    @property
+    def http_scheme(self) -> str:
+        return "http" if _is_loopback(self.cfg.bind) else "https"
 
     @property
     def http_port(self) -> int:
         return int(self.http.port) if self.http is not None else self.cfg.http_port
 
-    def bootstrap(self, voters: dict[int, tuple[str, int]], *, owner: bool) -> None:
-        """Write the initial configuration as the snapshot at index 0 and, on the one
-        node chosen to, mint the root token (proposed once a leader exists)."""
-        cluster_id = secrets.token_hex(8) if len(voters) == 1 else _cluster_id_for(sorted(voters))
-        snap = Snapshot(SnapshotMeta(0, 0, ConfState(voters=frozenset(voters))), b"")
-        self.storage.save(snapshot=snap)
-        self._bootstrap_snapshot = snap
+    def bootstrap(self, *, owner: bool, join_secret: str = "") -> None:
+        """A new cluster with this node as its one voter: the CA, the seal, the root
+        token and the configuration, written together as the genesis snapshot at
+        index 1 (all or nothing). The recovery shares and the join token are
+        printed once and never stored."""
+        assert owner
+        me = self.ident.id
+        cluster_id = secrets.token_hex(8)
         self.ident = self.ident.with_cluster(cluster_id)
-        identity.save(Path(self.cfg.data_dir), self.ident)
         self.set_cluster_id(cluster_id)
-        for nid, (host, port) in voters.items():
-            if nid != self.ident.id:
-                self.transport.set_peer(nid, host, port)
-        if owner:
-            self.root_token = tokens.new_secret()
-            self._save_root_token(self.root_token)
-            self.membership.pending_root_hash = tokens.hash_secret(self.root_token)
+        gen = sealing.genesis(me)
+        self.unsealer.seal.set_unsealed(gen.row, gen.root, gen.keyring)
+        self.unsealer.write_local_share(1, gen.local_share)
+        secret = join_secret or secrets.token_urlsafe(24)
+        ca_body = self.credentials.genesis(cluster_id, join_secret=secret)
+        pub = self.credentials.node_public_key()
+        self.root_token = tokens.new_secret()
+        reg = self.registry
+        commands = [
+            sealstate.encode_epoch(reg, gen.row),
+            ca.encode_init(
+                reg, root=ca_body["root"], join_secret=ca_body["join"], gossip_key=ca_body["gossip"]
+            ),
+            ca.encode_node_key(reg, me, pub),
+            tokens.encode_token_set(
+                reg,
+                secret_hash=tokens.hash_secret(self.root_token),
+                accessor="root",
+                policies=["root"],
+            ),
+        ]
+        ctx = ApplyContext(1, 1, self.store)
+        for data in commands:
+            cmd = reg.decode(data, 1)
+            spec = reg.lookup(cmd.type_id)
+            assert spec is not None
+            spec.apply(ctx, cmd.body)
+        self.store.advance(1)
+        snap = Snapshot(SnapshotMeta(1, 1, ConfState(voters=frozenset({me}))), self.fsm.snapshot())
+        self._genesis_hard_state = HardState(term=1, vote=0, commit=1)
+        self.storage.save(snapshot=snap, hard_state=self._genesis_hard_state)
+        self._bootstrap_snapshot = snap
+        identity.save(Path(self.cfg.data_dir), self.ident)
+        self._save_root_token(self.root_token)
+        self._bootstrap_lines = [
+            f"root token: {self.root_token}",
+            f"join token: {self.credentials.join_token()}",
+            f"recovery shares ({gen.row['recovery_threshold']} of "
+            f"{gen.row['recovery_shares']} unseal a cluster that lost its quorum; "
+            "store them apart, they are not shown again):",
+            *(f"recovery share: {r}" for r in gen.recovery_shares),
+        ]
 
     def set_cluster_id(self, cluster_id: str) -> None:
-        self.rpc.cluster_id = cluster_id
+        # (Before the TLS listener starts there is no RPC server yet: it takes the id then.)
+        if self._rpc_started:
+            self.rpc.cluster_id = cluster_id
         self.transport.cluster_id = cluster_id
 
     def _save_root_token(self, token: str) -> None:
@@ -283,7 +376,7 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    async def barrier(self, timeout: float = 5.0) -> int:
+    async def read_barrier(self, timeout: float = 5.0) -> int:
         """Linearizable read barrier: afterwards the local store reflects every write
         acknowledged before the call. Returns the read index."""
         deadline = time.monotonic() + timeout
@@ -328,6 +421,16 @@ class Agent:
                 if self.node.role is not Role.LEADER:
                     raise RpcError("not_leader", str(self.node.leader))
                 return await asyncio.wait_for(self.node.read_index(), 5.0)
+            if method == "seal.share":
+                return self.unsealer.handle_share_request(peer_id)
+            if method == "cluster.ca":
+                if self.barrier.sealed:
+                    return await self._to_leader(method, body)
+                return self.credentials.handle_ca_probe(body)
+            if method == "ca.renew":
+                if self.barrier.sealed or not self.cfg.server:
+                    raise RpcError("unavailable", "sealed or client node; ask the leader")
+                return self.credentials.handle_renew(peer_id, body)
             return await self.membership.handle(peer_id, method, body)
         except NotLeader as e:
             raise RpcError("not_leader", str(e.leader)) from None
@@ -343,6 +446,17 @@ class Agent:
             raise RpcError("bad_request", str(e)) from None
         except NotFound as e:
             raise RpcError("not_found", str(e)) from None
+
+    async def _to_leader(self, method: str, body: Any) -> Any:
+        leader = self.node.leader
+        if not leader or leader == self.ident.id:
+            raise RpcError("unavailable", "this node is sealed and there is no leader to ask")
+        return await self.transport.request(leader, method, body, 10.0)
+
+    async def transfer_away_if_leader(self) -> None:
+        if self.node.role is Role.LEADER:
+            log.warning("sealed leader hands leadership away")
+            await self._transfer_away(timeout=3.0)
 
     def _on_role_change(self, role: Role, leader: int) -> None:
         log.info("raft role", role=role.name.lower(), leader=leader, term=self.node.core.term)
@@ -366,7 +480,8 @@ class Agent:
             "applied_index": self.node.applied,
             "last_index": st.last_index,
             "snapshot_index": st.snapshot_index,
-            "sealed": False,
+            "sealed": self.barrier.sealed,
+            "seal": self.unsealer.status(),
             "members": members,
             "stats": {
                 "readies": self.node.stats.readies,
@@ -395,8 +510,11 @@ class Agent:
         return await self.membership.transfer(ident)
 
 
-def _cluster_id_for(ids: list[int]) -> str:
-    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _from_rpc(e: RpcError) -> StackError:

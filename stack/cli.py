@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -23,9 +24,13 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 operator_app = typer.Typer(no_args_is_help=True, help="Cluster operations.")
 raft_app = typer.Typer(no_args_is_help=True, help="Raft peers.")
 kv_app = typer.Typer(no_args_is_help=True, help="The cluster key/value table (not for secrets).")
+ca_app = typer.Typer(no_args_is_help=True, help="The cluster's one certificate authority.")
+token_app = typer.Typer(no_args_is_help=True, help="Join tokens.")
 operator_app.add_typer(raft_app, name="raft")
 app.add_typer(operator_app, name="operator")
 app.add_typer(kv_app, name="kv")
+app.add_typer(ca_app, name="ca")
+app.add_typer(token_app, name="token")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -52,11 +57,19 @@ def up(
     bootstrap_expect: Annotated[
         int | None, typer.Option(help="Form a cluster once this many servers meet.")
     ] = None,
-    token: Annotated[str | None, typer.Option(help="Join token (required once TLS lands).")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Join token (or, with --bootstrap-expect, a shared secret).")
+    ] = None,
     server: Annotated[bool | None, typer.Option("--server/--no-server", help="Raft voter.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     log_json: Annotated[bool | None, typer.Option("--log-json", help="JSON log lines.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="HCL or JSON file.")] = None,
+    cert_ttl: Annotated[
+        int | None, typer.Option(help="Node certificate lifetime in seconds (renewed at half).")
+    ] = None,
+    seal_key_file: Annotated[
+        str | None, typer.Option(help="Where a single server keeps its unseal share.")
+    ] = None,
 ) -> None:
     """Run a node. With no flags: bootstrap a single-node cluster and serve."""
     flags: dict[str, Any] = {
@@ -74,6 +87,8 @@ def up(
         "server": server,
         "log_level": log_level,
         "log_json": log_json,
+        "cert_ttl": cert_ttl,
+        "seal_key_file": seal_key_file,
     }
     try:
         cfg = config_mod.build(flags, config, dict(os.environ))
@@ -116,13 +131,25 @@ def _token(token: str) -> str:
         return ""
 
 
+def _tls_context(addr: str) -> ssl.SSLContext | None:
+    """HTTPS verifies against STACK_CACERT, or the roots the local node saved."""
+    if not addr.startswith("https:"):
+        return None
+    cafile = os.environ.get("STACK_CACERT") or str(config_mod.default_config_dir() / "ca.crt")
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as e:
+        err_console.print(f"[red]error:[/red] cannot load CA bundle {cafile}: {e}")
+        raise typer.Exit(1) from None
+
+
 def _call(addr: str, token: str, method: str, path: str, body: bytes | None = None) -> Any:
     req = urllib.request.Request(addr.rstrip("/") + path, data=body, method=method)
     tok = _token(token)
     if tok:
         req.add_header("Authorization", f"Bearer {tok}")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=_tls_context(addr)) as resp:
             raw = resp.read()
             ctype = resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
@@ -167,6 +194,12 @@ def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt 
         "sealed",
     ):
         t.add_row(key.replace("_", " "), str(st.get(key, "")))
+    seal = st.get("seal") or {}
+    if seal:
+        held = f"{seal.get('shares_held', 0)} of {seal.get('shares_needed', 0)} needed"
+        t.add_row("seal", f"epoch {seal.get('epoch', 0)}, shares {held}")
+        if seal.get("reason"):
+            t.add_row("sealed because", str(seal["reason"]))
     console.print(t)
     _members_table(st["members"])
 
@@ -274,6 +307,111 @@ def kv_delete(
     """Delete a key (or every key under a prefix with --recurse)."""
     data = _call(addr, token, "DELETE", f"/v1/kv/{key}" + ("?recurse" if recurse else ""))
     console.print(f"ok, index {data['index']}")
+
+
+# ================================================================ CA, tokens, seal
+@ca_app.command("root")
+def ca_root(addr: AddrOpt = DEFAULT_ADDR) -> None:
+    """Print the active root certificate (PEM)."""
+    raw = _call(addr, "", "GET", "/v1/ca/root")
+    sys.stdout.write(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+
+@ca_app.command("rotate")
+def ca_rotate(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
+    """Make a new root, cross-signed by the old one; nodes move over as they renew."""
+    data = _call(addr, token, "POST", "/v1/operator/ca/rotate")
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(f"new root generation {data['generation']} is active")
+
+
+@token_app.command("join")
+def token_join(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
+    """Print the join token."""
+    sys.stdout.write(_call(addr, token, "GET", "/v1/operator/token/join")["token"] + "\n")
+
+
+@token_app.command("rotate-join")
+def token_rotate_join(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
+    """Replace the join token; the old one is refused from now on."""
+    sys.stdout.write(_call(addr, token, "POST", "/v1/operator/token/rotate-join")["token"] + "\n")
+
+
+@operator_app.command("unseal")
+def operator_unseal(
+    share: Annotated[str | None, typer.Argument(help="One recovery share.")] = None,
+    addr: AddrOpt = DEFAULT_ADDR,
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a sealed server one recovery share (repeat until it unseals)."""
+    if share is None:
+        share = typer.prompt("recovery share", hide_input=True)
+    data = _call(addr, token, "POST", "/v1/sys/unseal", json.dumps({"key": share}).encode())
+    if as_json:
+        _print_json(data)
+    elif data["sealed"]:
+        console.print(
+            f"still sealed: {data['recovery_progress']} of {data['recovery_needed']} shares"
+        )
+    else:
+        console.print("unsealed")
+
+
+@operator_app.command("rotate")
+def operator_rotate(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
+    """Add a barrier key term; new secrets are encrypted with it."""
+    data = _call(addr, token, "POST", "/v1/operator/keyring/rotate")
+    console.print(f"keyring term {data['term']} is active")
+
+
+@raft_app.command("recover")
+def raft_recover(
+    data_dir: Annotated[Path, typer.Option(help="The stopped server's data directory.")],
+    voter: Annotated[
+        list[str] | None, typer.Option(help="Node id of a surviving server (repeat).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Offline: rewrite a stopped server's Raft configuration to the given voters
+    (default: itself), for a cluster that lost its quorum for good."""
+    from stack import identity
+    from stack.agent import build_registry
+    from stack.raft.recover import recover
+    from stack.state.fsm import FSM
+
+    ident = identity.load(data_dir)
+    if ident is None:
+        err_console.print(f"[red]error:[/red] no node in {data_dir}")
+        raise typer.Exit(1)
+    voters = [int(v) for v in voter] if voter else [ident.id]
+    if ident.id not in voters:
+        err_console.print("[red]error:[/red] this server must be one of the voters")
+        raise typer.Exit(2)
+    if not yes:
+        typer.confirm(
+            f"rewrite {data_dir} to a cluster of {len(voters)} voter(s); stop the node first",
+            abort=True,
+        )
+    fsm = FSM(build_registry())
+    try:
+        res = recover(
+            data_dir / "raft",
+            voters,
+            apply_entry=fsm.apply,
+            restore=fsm.restore,
+            snapshot=fsm.snapshot,
+        )
+    except (ValueError, OSError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"recovered at index {res.index}, term {res.term}, voters "
+        f"{', '.join(map(str, sorted(res.voters)))} ({res.entries_replayed} entries folded in). "
+        "Start the node, then unseal it with `stack operator unseal` and the recovery shares."
+    )
 
 
 def main() -> None:

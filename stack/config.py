@@ -47,6 +47,10 @@ class AgentConfig:
     election_ticks: int = 10
     snapshot_threshold: int = 16384
     config_dir: Path = field(default_factory=default_config_dir)
+    # Node certificates live 90 days and renew at half-life, so a cluster switched
+    # off for up to 45 days comes back on its own (docs/security.md).
+    cert_ttl: int = 90 * 86400
+    seal_key_file: str = ""  # where a single server keeps its unseal share
 
     @property
     def advertise_addr(self) -> str:
@@ -72,6 +76,13 @@ class AgentConfig:
             raise ConfigError(f"log_level must be debug, info, warning or error: {self.log_level}")
         for addr in (*self.join, *self.retry_join):
             parse_hostport(addr, DEFAULT_RPC_PORT)
+        if self.bootstrap_expect > 1 and not self.token:
+            raise ConfigError(
+                "bootstrap_expect > 1 needs --token: the same secret on every server "
+                "(it becomes the cluster's join secret)"
+            )
+        if self.cert_ttl < 10:
+            raise ConfigError("cert_ttl must be at least 10 seconds")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick_ms must be > 0 and election_ticks >= 2")
 

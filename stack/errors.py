@@ -38,3 +38,7 @@ class NoLeader(StackError):
 
 class Unavailable(StackError):
     """The node cannot serve this now (starting, stopping, sealed)."""
+
+
+class Sealed(Unavailable):
+    """The operation needs the barrier unsealed (secrets, signing, join tokens)."""

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from stack import identity
+from stack.ca import authority
+from stack.ca.authority import CertError
 from stack.config import AgentConfig, parse_hostport
-from stack.errors import BadRequest, NoLeader, NotFound
-from stack.net.rpc import RpcError
+from stack.credentials import GOSSIP_AAD, join_proof, parse_token
+from stack.errors import BadRequest, ConfigError, NoLeader, NotFound
+from stack.net import tls
+from stack.net.rpc import AuthError, RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
 from stack.raft.types import ConfChange, ConfChangeType, Role
-from stack.state import nodes, tokens, tombstones
+from stack.state import ca, nodes, tombstones
 from stack.state.tombstones import TombstoneGC
 
 if TYPE_CHECKING:
@@ -34,16 +40,14 @@ AUTOPILOT_INTERVAL = 0.5
 class Membership:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.pending_root_hash: str | None = None
         self._caught_up: dict[int, int] = {}
-        # --bootstrap-expect: servers heard of so far, and the voters we bootstrapped with.
-        self.discovery_known: dict[int, str] = {}
-        self.expect_voters: dict[int, str] = {}
+        self.discovery_known: dict[int, str] = {}  # --bootstrap-expect: servers heard of
+        self.gossip_key: bytes | None = None  # handed over at join (the ring: issue 6)
         self._watch: Any = None
 
     # ------------------------------------------------------------ address book
     def my_rpc(self) -> str:
-        return f"{self.agent.cfg.advertise_addr}:{self.agent.rpc.port}"
+        return f"{self.agent.cfg.advertise_addr}:{self.agent.rpc_port}"
 
     def my_http(self) -> str:
         return f"{self.agent.cfg.advertise_addr}:{self.agent.http_port}"
@@ -67,6 +71,8 @@ class Membership:
                 log.warning("this node was removed from the cluster", index=index)
             else:
                 self.agent.transport.remove_peer(cc.node_id)
+                self.agent.rpc.disconnect(cc.node_id)
+                self.agent.unsealer.removed.add(cc.node_id)  # the leader revokes it
         self._caught_up.pop(cc.node_id, None)
 
     def members(self) -> list[dict[str, Any]]:
@@ -108,68 +114,108 @@ class Membership:
 
     # ------------------------------------------------------------ background duties
     async def run(self, mode: str) -> None:
-        if mode == "join":
-            await self._join_loop()
-        await asyncio.gather(self._register_self(), self._root_token(), self._autopilot())
+        await asyncio.gather(self._register_self(), self._autopilot())
 
-    async def _join_loop(self) -> None:
-        body = {
-            "id": self.agent.ident.id,
-            "name": self.agent.ident.name,
-            "rpc": self.my_rpc(),
-            "http": self.my_http(),
-            "datacenter": self.agent.ident.datacenter,
-            "server": self.agent.cfg.server,
-        }
+    async def join_cluster(self) -> None:
+        """Join with the token: check the cluster (CA fingerprint, and its proof that
+        it knows the secret), then send a CSR over TLS verified against its roots and
+        get our certificate. A refused token stops the node with a clear message."""
+        a = self.agent
+        fp, secret = parse_token(a.cfg.token)
+        if not secret:
+            raise ConfigError("--join needs --token (print one with `stack token join`)")
         delay = 0.2
         while True:
-            for addr in self.agent.cfg.join:
-                host, port = parse_hostport(addr, 7481)
+            for addr in a.cfg.join:
                 try:
-                    resp = await self.agent.transport.request_addr(
-                        host, port, "cluster.join", body, 10.0, cluster_id=""
-                    )
-                except (RpcError, OSError) as e:
+                    await self._join_via(addr, fp, secret)
+                    return
+                except (RpcError, OSError, KeyError, TypeError, ValueError, CertError) as e:
                     log.warning("join failed; retrying", target=addr, error=str(e))
-                    continue
-                cluster_id = str(resp["cluster_id"])
-                self.agent.ident = self.agent.ident.with_cluster(cluster_id)
-                identity.save(self.agent.cfg.data_dir, self.agent.ident)
-                self.agent.set_cluster_id(cluster_id)
-                for nid, rpc in resp["peers"]:
-                    if int(nid) != self.agent.ident.id:
-                        h, p = parse_hostport(str(rpc), 7481)
-                        self.agent.transport.set_peer(int(nid), h, p)
-                log.info("joined cluster", via=addr, cluster=cluster_id)
-                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _join_via(self, addr: str, fp: str, secret: str) -> None:
+        a = self.agent
+        host, port = parse_hostport(addr, 7481)
+        nonce = secrets.token_bytes(32)
+        probe = await a.transport.request_addr(
+            host,
+            port,
+            "cluster.ca",
+            {"nonce": nonce},
+            10.0,
+            cluster_id="",
+            tls=tls.probe_context(),
+        )
+        roots = [bytes(r) for r in probe["roots"]]
+        if not hmac.compare_digest(bytes(probe["proof"]), join_proof(secret, nonce, roots)):
+            raise ConfigError(
+                f"join token refused: the cluster at {addr} does not know this token's "
+                "secret (wrong or replaced token?)"
+            )
+        if fp and fp not in {authority.fingerprint(r) for r in roots}:
+            raise ConfigError(
+                f"the cluster at {addr} is not the one this join token names "
+                "(CA fingerprint mismatch)"
+            )
+        creds = a.credentials
+        csr = authority.make_csr(creds.tls.key_pem(), node_id=a.ident.id, name=a.ident.name)
+        body = {
+            "id": a.ident.id,
+            "name": a.ident.name,
+            "rpc": self.my_rpc(),
+            "http": self.my_http(),
+            "datacenter": a.ident.datacenter,
+            "server": a.cfg.server,
+            "secret": secret,
+            "csr": csr,
+            "addresses": creds.addresses(),
+        }
+        try:
+            resp = await a.transport.request_addr(
+                host,
+                port,
+                "cluster.join",
+                body,
+                20.0,
+                cluster_id="",
+                tls=tls.verified_context(roots),
+                check_peer=_server_cert,
+            )
+        except RpcError as e:
+            if e.code == "bad_request":
+                raise ConfigError(f"join refused by {addr}: {e.message}") from None
+            raise
+        cluster_id = str(resp["cluster_id"])
+        a.ident = a.ident.with_cluster(cluster_id)
+        creds.tls.install(bytes(resp["chain"]), [bytes(r) for r in resp["roots"]])
+        creds.save_bundle([bytes(r) for r in resp["roots"]])
+        identity.save(a.cfg.data_dir, a.ident)
+        a.set_cluster_id(cluster_id)
+        self.gossip_key = bytes(resp["gossip_key"]) if resp.get("gossip_key") else None
+        for nid, rpc in resp["peers"]:
+            if int(nid) != a.ident.id:
+                h, p = parse_hostport(str(rpc), 7481)
+                a.transport.set_peer(int(nid), h, p)
+        log.info("joined cluster", via=addr, cluster=cluster_id)
+
     async def discover_and_bootstrap(self) -> None:
         """--bootstrap-expect N: ask the --retry-join addresses who they know until N
-        servers know each other, then every one of them writes the same initial
-        configuration. If one already belongs to a cluster, join it instead."""
+        servers know each other; the lowest id of the first N bootstraps the cluster
+        with the shared --token as its join secret, and the others join it. A server
+        that answers over TLS already belongs to a cluster: join that."""
         cfg = self.agent.cfg
         me = self.agent.ident.id
         known = self.discovery_known
         known[me] = self.my_rpc()
+        _, secret = parse_token(cfg.token)
         while True:
             for addr in (*cfg.retry_join, *cfg.join):
-                host, port = parse_hostport(addr, 7481)
-                try:
-                    resp = await self.agent.transport.request_addr(
-                        host, port, "cluster.discover", None, 2.0, cluster_id=""
-                    )
-                except (RpcError, OSError):
+                resp = await self._discover(addr)
+                if resp is None:
                     continue
                 if resp.get("cluster_id"):
-                    voters = {int(n): str(r) for n, r in resp.get("voters") or []}
-                    if me in voters:
-                        # It bootstrapped a configuration that includes us before we
-                        # saw enough peers: write the same one (joining would wait
-                        # forever for a leader that needs our vote).
-                        self._expect_bootstrap(voters)
-                        return
                     log.info("found an existing cluster; joining it", via=addr)
                     self.agent.cfg = _with_join(cfg, addr)
                     return
@@ -177,16 +223,29 @@ class Membership:
                     known[int(nid)] = str(rpc)
             if len(known) >= cfg.bootstrap_expect:
                 chosen = dict(sorted(known.items())[: cfg.bootstrap_expect])
+                owner = min(chosen)
+                if owner == me:
+                    self.agent.bootstrap(owner=True, join_secret=secret)
+                    log.info("bootstrapped; the other expected servers join", servers=len(chosen))
+                    return
                 if me in chosen:
-                    self._expect_bootstrap(chosen)
+                    self.agent.cfg = _with_join(cfg, chosen[owner])
                     return
             await asyncio.sleep(0.3)
 
-    def _expect_bootstrap(self, chosen: dict[int, str]) -> None:
-        self.expect_voters = chosen
-        voters = {nid: parse_hostport(rpc, 7481) for nid, rpc in chosen.items()}
-        self.agent.bootstrap(voters, owner=self.agent.ident.id == min(chosen))
-        log.info("bootstrapped", servers=len(chosen))
+    async def _discover(self, addr: str) -> dict[str, Any] | None:
+        host, port = parse_hostport(addr, 7481)
+        t = self.agent.transport
+        for ctx in (False, tls.probe_context()):  # plaintext while discovering, then TLS
+            try:
+                resp = await t.request_addr(
+                    host, port, "cluster.discover", None, 2.0, cluster_id="", tls=ctx
+                )
+            except (RpcError, OSError):
+                continue
+            if isinstance(resp, dict):
+                return resp
+        return None
 
     async def _register_self(self) -> None:
         a = self.agent
@@ -220,29 +279,6 @@ class Membership:
                     log.debug("self-registration pending", error=str(e))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-    async def _root_token(self) -> None:
-        a = self.agent
-        while self.pending_root_hash is not None:
-            if a.store.table(tokens.TOKENS_TABLE).get(self.pending_root_hash) is not None:
-                self.pending_root_hash = None
-                return
-            if a.node.leader:
-                try:
-                    result = await a.apply(
-                        tokens.encode_token_set(
-                            a.registry,
-                            secret_hash=self.pending_root_hash,
-                            accessor="root",
-                            policies=["root"],
-                        ),
-                        timeout=5.0,
-                    )
-                    await asyncio.wait_for(a.node.wait_applied(result.index), 10.0)
-                    continue
-                except (NoLeader, RaftError, RpcError, TimeoutError) as e:
-                    log.debug("root token pending", error=str(e))
-            await asyncio.sleep(0.1)
 
     async def _autopilot(self) -> None:
         gc = TombstoneGC()
@@ -353,7 +389,6 @@ class Membership:
                 "cluster_id": a.ident.cluster_id,
                 "known": [[k, v] for k, v in self.discovery_known.items()]
                 or [[a.ident.id, self.my_rpc()]],
-                "voters": [[k, v] for k, v in self.expect_voters.items()],
             }
         if method == "cluster.join":
             return await self._handle_join(body)
@@ -380,6 +415,8 @@ class Membership:
             name, rpc, http = str(body["name"]), str(body["rpc"]), str(body.get("http", ""))
             server = bool(body.get("server", True))
             dc = str(body.get("datacenter", "dc1"))
+            secret, csr = str(body["secret"]), bytes(body["csr"])
+            addresses = [str(x) for x in body.get("addresses") or []][:8]
             parse_hostport(rpc, 7481)
         except (KeyError, TypeError, ValueError) as e:
             raise BadRequest(f"malformed join request: {e}") from None
@@ -387,9 +424,23 @@ class Membership:
             leader = a.node.leader
             if not leader:
                 raise RpcError("no_leader", "no leader; retry")
-            return await a.transport.request(leader, "cluster.join", body, 10.0)
+            return await a.transport.request(leader, "cluster.join", body, 15.0)
+        try:
+            a.credentials.check_join_secret(secret)
+        except BadRequest:
+            log.warning("join refused: wrong or replaced join token", node=name, rpc=rpc)
+            raise
+        if ca.is_revoked(a.store, nid):
+            raise BadRequest(
+                f"node id {nid} was removed from this cluster; wipe its data directory "
+                "to join as a new node"
+            )
+        role = authority.ROLE_SERVER if server else authority.ROLE_CLIENT
+        chain = a.credentials.sign(csr, node_id=nid, name=name, role=role, addresses=addresses)
+        pub = authority.cert_public_key_pem(authority.split_pem_chain(chain)[0])
         host, port = parse_hostport(rpc, 7481)
         a.transport.set_peer(nid, host, port)
+        await a.apply(ca.encode_node_key(a.registry, nid, pub))
         await a.apply(
             nodes.encode_register(
                 a.registry,
@@ -406,8 +457,28 @@ class Membership:
             await self.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, nid))
         peers = [[int(n.id), n.address] for n in nodes.list_nodes(a.store)[0]]
         peers.append([a.ident.id, self.my_rpc()])
-        log.info("node joined as learner", node=name, id=nid)
-        return {"cluster_id": a.ident.cluster_id, "leader": a.ident.id, "peers": peers}
+        gossip = ca.gossip_key(a.store)
+        log.info("node joined as learner", node=name, id=nid, role=role)
+        return {
+            "cluster_id": a.ident.cluster_id,
+            "leader": a.ident.id,
+            "peers": peers,
+            "chain": chain,
+            "roots": a.credentials.roots(),
+            "gossip_key": a.barrier.decrypt(gossip, GOSSIP_AAD) if gossip else b"",
+        }
+
+
+def _server_cert(der: bytes | None) -> None:
+    """The join request goes only to a server of the cluster (its roots verified the chain)."""
+    if der is None:
+        raise AuthError("the server showed no certificate")
+    try:
+        info = authority.parse_node_cert(der)
+    except CertError as e:
+        raise AuthError(str(e)) from None
+    if info.role != authority.ROLE_SERVER:
+        raise AuthError("the join address is not a server")
 
 
 def _with_join(cfg: AgentConfig, addr: str) -> AgentConfig:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("stack.api")
 
 AGENT: web.AppKey[Agent] = web.AppKey("agent")
-OPEN_PATHS = frozenset({"/v1/status", "/v1/health", "/v1/sys/seal-status"})
+OPEN_PATHS = frozenset({"/v1/status", "/v1/health", "/v1/sys/seal-status", "/v1/ca/root"})
 MAX_BODY = 1 << 20
 
 
@@ -72,7 +72,7 @@ async def _index_header(request: web.Request, response: web.StreamResponse) -> N
 
 
 def make_app(agent: Agent) -> web.Application:
-    from stack.api.native import kv, operator, status
+    from stack.api.native import identity, kv, operator, status
 
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
@@ -82,6 +82,7 @@ def make_app(agent: Agent) -> web.Application:
     status.add_routes(app)
     kv.add_routes(app)
     operator.add_routes(app)
+    identity.add_routes(app)
     return app
 
 
@@ -97,7 +98,11 @@ class HttpServer:
 async def start_http(agent: Agent) -> HttpServer:
     runner = web.AppRunner(make_app(agent), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, agent.cfg.bind, agent.cfg.http_port, reuse_address=True)
+    # HTTPS with the node certificate whenever the API is reachable off this machine.
+    ssl_ctx = agent.credentials.tls.https_context() if agent.http_scheme == "https" else None
+    site = web.TCPSite(
+        runner, agent.cfg.bind, agent.cfg.http_port, reuse_address=True, ssl_context=ssl_ctx
+    )
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else agent.cfg.http_port

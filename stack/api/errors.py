@@ -8,6 +8,7 @@ from aiohttp import web
 from stack import errors
 from stack.raft.errors import NotLeader, OutcomeUnknown, ProposalDropped
 from stack.raft.node import NodeStopped
+from stack.vault.barrier import Sealed as BarrierSealed
 
 STATUS: list[tuple[type[BaseException], int]] = [
     (errors.BadRequest, 400),
@@ -17,6 +18,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.NoLeader, 503),
+    (BarrierSealed, 503),
     (errors.Unavailable, 503),
     (NotLeader, 503),
     (ProposalDropped, 503),

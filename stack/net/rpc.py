@@ -18,6 +18,13 @@ node in no cluster yet (join, discovery): it may call the server's
 ``open_methods`` (others are answered "forbidden") and send no Raft messages.
 Request and response bodies are any msgpack value whose maps have str or bytes
 keys.
+
+With TLS (``authenticate`` given), the peer's certificate decides, not the HELLO:
+a connection without a client certificate is "in no cluster" (open methods only);
+with one, the HELLO's node id must be the certificate's, only server-role
+certificates may send Raft messages or call ``server_methods``, and a refused
+certificate (revoked, another cluster) closes the connection. The dialer checks
+that the server's certificate names the node it meant to reach.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import itertools
 import random
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -71,6 +79,30 @@ class RpcTimeout(RpcError):
 
 class FrameError(Exception):
     """The peer broke the framing or protocol; the connection is closed."""
+
+
+class AuthError(Exception):
+    """The peer's certificate is refused (revoked, another cluster, malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuth:
+    """Who a TLS peer is, from its certificate: ``node_id`` None means it showed none."""
+
+    node_id: int | None
+    role: str = ""
+
+
+# Maps the peer's DER certificate (None: no certificate) to who it is; raises AuthError.
+Authenticate = Callable[[bytes | None], PeerAuth]
+
+
+def peer_der(writer: asyncio.StreamWriter) -> bytes | None:
+    obj = writer.get_extra_info("ssl_object")
+    if obj is None:
+        return None
+    der: bytes | None = obj.getpeercert(binary_form=True)
+    return der
 
 
 def frame(kind: int, payload: bytes) -> list[bytes]:
@@ -160,9 +192,14 @@ class RpcServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         hello_timeout: float = 10.0,
         open_methods: frozenset[str] = frozenset(),
+        server_methods: frozenset[str] = frozenset(),
+        authenticate: Authenticate | None = None,
     ) -> None:
         self.node_id = node_id
         self.open_methods = open_methods  # callable by nodes in no cluster
+        self.server_methods = server_methods  # callable by server-role certificates only
+        self._authenticate = authenticate
+        self._by_node: dict[int, set[asyncio.StreamWriter]] = {}
         self.cluster_id = cluster_id
         self._on_raft = on_raft
         self._on_request = on_request
@@ -197,12 +234,31 @@ class RpcServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def disconnect(self, node_id: int) -> int:
+        """Close every connection from ``node_id`` (e.g. just revoked); returns how many."""
+        writers = self._by_node.pop(node_id, set())
+        for w in writers:
+            w.close()
+        return len(writers)
+
+    def _who(self, writer: asyncio.StreamWriter, hello_id: int, cluster: str) -> PeerAuth:
+        if self._authenticate is None:  # no TLS: trust the HELLO (tests, plaintext)
+            return PeerAuth(hello_id if cluster else None, "server" if cluster else "")
+        try:
+            auth = self._authenticate(peer_der(writer))
+        except AuthError as exc:
+            raise FrameError(f"certificate refused: {exc}") from None
+        if auth.node_id is not None and (auth.node_id != hello_id or not cluster):
+            raise FrameError("HELLO does not match the peer's certificate")
+        return auth
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._track(task)
         addr = str(writer.get_extra_info("peername"))
         requests: set[asyncio.Task[None]] = set()
+        registered: int | None = None  # the certificate's node id, for disconnect()
         try:
             kind, payload = await asyncio.wait_for(
                 read_frame(reader, self._max_frame), self._hello_timeout
@@ -212,13 +268,20 @@ class RpcServer:
             peer_id, cluster = _parse_hello(payload, self._max_frame)
             if cluster and cluster != self.cluster_id:
                 raise FrameError("HELLO from another cluster")
+            auth = self._who(writer, peer_id, cluster)
+            member = auth.node_id is not None
+            if member:
+                registered = peer_id
+                self._by_node.setdefault(peer_id, set()).add(writer)
             writer.writelines(frame(Kind.HELLO, _pack([self.node_id, self.cluster_id])))
             await writer.drain()
             while True:
                 kind, payload = await read_frame(reader, self._max_frame)
                 if kind == Kind.RAFT:
-                    if not cluster:
+                    if not member:
                         raise FrameError("Raft message from a node in no cluster")
+                    if auth.role != "server":
+                        raise FrameError("Raft message from a client-role certificate")
                     try:
                         msg = decode_message(payload)
                     except DecodeError as exc:
@@ -238,7 +301,9 @@ class RpcServer:
                         or type(req[1]) is not str
                     ):
                         raise FrameError("malformed REQUEST")
-                    allowed = bool(cluster) or req[1] in self.open_methods
+                    allowed = req[1] in self.open_methods or (
+                        member and (auth.role == "server" or req[1] not in self.server_methods)
+                    )
                     t = asyncio.create_task(self._serve_request(writer, peer_id, allowed, *req))
                     self._track(t)
                     requests.add(t)
@@ -254,6 +319,11 @@ class RpcServer:
         finally:
             for t in requests:
                 t.cancel()
+            peers = self._by_node.get(registered) if registered is not None else None
+            if peers is not None:
+                peers.discard(writer)
+                if not peers and registered is not None:
+                    self._by_node.pop(registered, None)
             await _close_writer(writer)
 
     async def _serve_request(
@@ -267,7 +337,7 @@ class RpcServer:
     ) -> None:
         try:
             if not allowed:
-                raise RpcError("forbidden", f"{method} is for cluster members only")
+                raise RpcError("forbidden", f"{method} is not allowed for this peer's certificate")
             result = await self._on_request(peer_id, method, body)
             payload = _pack([req_id, True, result])
         except RpcError as exc:
@@ -365,6 +435,16 @@ class _Peer:
             self._fail("transport closed")
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        check = self.owner.authenticate
+        if check is not None:
+            try:
+                auth = check(peer_der(writer))
+            except AuthError as exc:
+                await _close_writer(writer)
+                return f"certificate refused: {exc}"
+            if auth.node_id != self.peer_id:
+                await _close_writer(writer)
+                return f"certificate is for node {auth.node_id}, not {self.peer_id}"
         self.buf[:0] = frame(Kind.HELLO, _pack([self.owner.node_id, self.owner.cluster_id]))
         self.wake.set()
         recv = asyncio.create_task(self._recv(reader))
@@ -435,7 +515,9 @@ class PeerTransport:
         backoff_min: float = 0.05,
         backoff_max: float = 2.0,
         local_host: str | None = None,
+        authenticate: Authenticate | None = None,
     ) -> None:
+        self.authenticate = authenticate  # checks each server's certificate (with TLS)
         # Dial from our own --bind address, so peers (and firewall rules in fault
         # tests) see the node's address, not whatever the kernel picks.
         self.local_addr = (local_host, 0) if local_host else None
@@ -524,11 +606,16 @@ class PeerTransport:
         timeout: float,
         *,
         cluster_id: str | None = None,
+        tls: _ssl.SSLContext | bool | None = True,
+        check_peer: Callable[[bytes | None], None] | None = None,
     ) -> Any:
         """One request on a one-shot connection to an address whose node is unknown
         (join, discovery). ``cluster_id=""`` means "in no cluster yet": the server then
-        takes requests only, and the client accepts a server of any cluster."""
+        takes requests only, and the client accepts a server of any cluster.
+        ``tls``: True uses the transport's context, False or None plaintext, or a
+        context of its own (joining); ``check_peer`` vets the server's certificate."""
         cid = self.cluster_id if cluster_id is None else cluster_id
+        ctx = self.ssl if tls is True else (tls or None)
         try:
             payload = _pack([0, method, body])
         except Exception as exc:
@@ -538,11 +625,16 @@ class PeerTransport:
                 reader, writer = await asyncio.open_connection(
                     host,
                     port,
-                    ssl=self.ssl,
-                    server_hostname=host if self.ssl else None,
+                    ssl=ctx,
+                    server_hostname=host if ctx else None,
                     local_addr=self.local_addr,
                 )
                 try:
+                    if check_peer is not None:
+                        try:
+                            check_peer(peer_der(writer))
+                        except AuthError as exc:
+                            raise RpcError("refused", f"{host}:{port}: {exc}") from None
                     hello = _pack([self.node_id, cid])
                     writer.writelines([*frame(Kind.HELLO, hello), *frame(Kind.REQUEST, payload)])
                     await writer.drain()

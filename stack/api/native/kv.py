@@ -44,7 +44,7 @@ async def get_kv(request: web.Request) -> web.StreamResponse:
     min_index = int_param(request, "index")
     wait = duration_param(request, "wait", 300.0)
     if not stale:
-        await agent.barrier()
+        await agent.read_barrier()
     if min_index:
         await wait_for_change(agent.store, kv.KV_TABLE, key, recurse, min_index, wait)
     if recurse:

@@ -25,10 +25,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def seal_status(request: web.Request) -> web.Response:
-    # Auto-unseal arrives with the identity work; until then nothing is sealed.
-    return web.json_response(
-        {"sealed": False, "shares_held": 0, "shares_needed": 0, "reason": "no barrier yet"}
+    """Ours plus Vault's field names (t, n, progress) for its clients."""
+    st = request.app[AGENT].unsealer.status()
+    st.update(
+        {
+            "type": "shamir",
+            "t": st.get("recovery_needed", 0),
+            "n": st.get("recovery_shares", 0),
+            "progress": st.get("recovery_progress", 0),
+            "initialized": True,
+        }
     )
+    return web.json_response(st)
 
 
 async def members(request: web.Request) -> web.Response:
