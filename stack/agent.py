@@ -131,8 +131,6 @@ class Agent:
                 mode = "expect"
                 await self._start_rpc(tls=False)  # discovery only: no certificate yet
                 await self.membership.discover_and_bootstrap()
-                await self.rpc.close()
-                self._rpc_started = False
                 if self.cfg.join:  # found a cluster, or another server bootstraps it
                     mode = "join"
             else:
@@ -141,6 +139,11 @@ class Agent:
                 await self.membership.join_cluster()
             elif self._bootstrap_snapshot is None:
                 self.bootstrap(owner=True)
+            if self._rpc_started:
+                # Discovery stayed served while we joined, so the others could count
+                # us; now the listener becomes the mutual-TLS one.
+                await self.rpc.close()
+                self._rpc_started = False
             if self._bootstrap_snapshot is not None:
                 st = StoredState(self._genesis_hard_state, self._bootstrap_snapshot, [])
         elif not self.credentials.tls.has_cert:
@@ -492,6 +495,8 @@ class Agent:
                 "snapshots_taken": self.node.stats.snapshots_taken,
                 "snapshots_installed": self.node.stats.snapshots_installed,
                 "rpc_dropped": self.transport.dropped,
+                "rpc_sessions": self.transport.sessions,
+                "cert_renewals": self.credentials.renewals,
             },
         }
 

@@ -216,7 +216,8 @@ class Credentials:
             "key": self.agent.barrier.encrypt(new.key_pem, root_key_aad(gen)),
             "cross": cross,
         }
-        retire_after = (now + self.lifetime + timedelta(minutes=10)).timestamp()
+        margin = min(timedelta(minutes=10), self.lifetime / 10)  # clock skew
+        retire_after = (now + self.lifetime + margin).timestamp()
         result = await self.agent.apply(
             ca.encode_rotate(self.agent.registry, root=body, retire_after=retire_after)
         )

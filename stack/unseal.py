@@ -22,8 +22,8 @@ from stack.net.tls import write_private
 from stack.raft.errors import RaftError
 from stack.raft.types import EntryType, Role
 from stack.state import ca
-from stack.state.errors import CorruptEntry
 from stack.state import seal as sealstate
+from stack.state.errors import CorruptEntry
 from stack.vault import seal as sealing
 from stack.vault.seal import Seal, SealError
 
@@ -183,6 +183,15 @@ class Unsealer:
         if done:
             await self._unsealed("recovery shares")
         return self.status()
+
+    async def seal_now(self) -> None:
+        """`POST /v1/sys/seal`: forget the root key. A leader hands leadership away;
+        auto-unseal brings the node back once its peers give it their shares."""
+        self.seal.seal_now()
+        self._last_reason = ""
+        log.warning("sealed by an operator request")
+        await self.agent.node.run_op(lambda core: core.set_campaign_allowed(False))
+        await self.agent.transfer_away_if_leader()
 
     async def _unsealed(self, how: str) -> None:
         a = self.agent

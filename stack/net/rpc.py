@@ -371,6 +371,7 @@ class _Peer:
         self.buf: list[bytes] = []  # header, payload, header, payload, ...
         self.queued = 0  # frames in buf
         self.dropped = 0
+        self.sessions = 0  # verified sessions so far (a renewal must not add one)
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.wake = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"rpc-peer-{peer_id}")
@@ -484,6 +485,7 @@ class _Peer:
                 raise FrameError(f"HELLO from node {node_id} of another cluster or node")
             if self.state == self.CONNECTING:
                 self.state = self.UP
+                self.sessions += 1
             while True:
                 resp = _parse_response(*await read_frame(reader, max_frame), max_frame)
                 fut = self.pending.pop(resp[0], None) if type(resp[0]) is int else None
@@ -538,6 +540,11 @@ class PeerTransport:
     def dropped(self) -> int:
         """Raft messages and requests dropped so far (unknown peer, peer down, queue full)."""
         return self.dropped_other + sum(p.dropped for p in self._peers.values())
+
+    @property
+    def sessions(self) -> int:
+        """Verified outbound sessions opened so far, over all current peers."""
+        return sum(p.sessions for p in self._peers.values())
 
     def peer_state(self, peer_id: int) -> str | None:
         p = self._peers.get(peer_id)

@@ -263,6 +263,13 @@ class Seal:
             recovery_needed,
         )
 
+    def seal_now(self) -> None:
+        self.root = None
+        self.epoch = 0
+        self.keyring_version = 0
+        self.barrier.seal()
+        self.reason = "sealed by request"
+
     def set_unsealed(self, row: Mapping[str, Any], root: bytes, keyring: Keyring) -> None:
         self.root = root
         self.epoch = int(row["epoch"])

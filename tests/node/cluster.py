@@ -277,6 +277,15 @@ class Node:
         _, err = self.logs[(run or self.runs) - 1]
         return err.read_text(errors="replace") if err.exists() else ""
 
+    def printed(self, prefix: str) -> list[str]:
+        """What follows `prefix` on stdout lines of every run."""
+        out: list[str] = []
+        for r in range(1, self.runs + 1):
+            for line in self.stdout(r).splitlines():
+                if line.startswith(prefix):
+                    out.append(line[len(prefix) :].strip())
+        return out
+
     def printed_root_token(self) -> str | None:
         """The token from a `root token: ...` line on stdout of any run, if any."""
         for run in range(1, self.runs + 1):
@@ -357,6 +366,9 @@ class Harness:
         self.tmp = tmp_path
         self.nodes: list[Node] = []
         self.token: str | None = None
+        self.join_token: str | None = None
+        # --bootstrap-expect servers share a secret that becomes the join secret.
+        self.shared_secret = "shared-test-secret-" + os.urandom(6).hex()
         self.env: dict[str, str] = {}
         self._addrs: list[str] = []
         request.addfinalizer(self._finalize)
@@ -377,10 +389,15 @@ class Harness:
         args: list[str] = []
         for other in join:
             args += ["--join", other.rpc]
+        if join and "--token" not in extra:
+            assert self.join_token, "bootstrap a cluster before joining it"
+            args += ["--token", self.join_token]
         for target in retry_join:
             args += ["--retry-join", target]
         if bootstrap_expect is not None:
             args += ["--bootstrap-expect", str(bootstrap_expect)]
+            if "--token" not in extra:
+                args += ["--token", self.shared_secret]
         args += list(extra)
         d = self.tmp / name
         d.mkdir(parents=True)
@@ -400,6 +417,7 @@ class Harness:
             "the root token file",
         )
         assert n1.printed_root_token() == self.token
+        self.join_token = n1.printed("join token:")[0]
         wait_until(lambda: n1.status()["role"] == "leader", LEADER_TIMEOUT, "n1 to lead")
         # The root token is usable once its Raft entry is applied.
         wait_until(lambda: n1.request("GET", "/v1/members").status == 200, FORM_TIMEOUT,

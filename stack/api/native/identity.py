@@ -56,6 +56,12 @@ async def unseal(request: web.Request) -> web.Response:
     return web.json_response(await request.app[AGENT].unsealer.recovery_share(key))
 
 
+async def seal(request: web.Request) -> web.Response:
+    unsealer = request.app[AGENT].unsealer
+    await unsealer.seal_now()
+    return web.json_response(unsealer.status())
+
+
 async def keyring_rotate(request: web.Request) -> web.Response:
     term = await request.app[AGENT].unsealer.rotate_keyring()
     return web.json_response({"term": term})
@@ -68,4 +74,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/operator/token/join", join_token)
     app.router.add_post("/v1/operator/token/rotate-join", rotate_join)
     app.router.add_post("/v1/sys/unseal", unseal)
+    app.router.add_post("/v1/sys/seal", seal)
     app.router.add_post("/v1/operator/keyring/rotate", keyring_rotate)
