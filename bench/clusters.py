@@ -91,6 +91,19 @@ async def write_once(
         return False
 
 
+def printed(child: Child, prefix: str) -> str:
+    """What follows `prefix` on the first line of the child's log (its stdout and
+    stderr) that starts with it; "" while there is none."""
+    try:
+        text = child.log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    for line in text.split("\n")[:-1]:  # whole lines only: the last may be half written
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    return ""
+
+
 def _check_alive(children: Sequence[Child], deadline: float, what: str) -> None:
     """Give up (with the servers' logs) once a server died or the deadline passed."""
     if any(not c.alive() for c in children) or time.monotonic() > deadline:
@@ -115,6 +128,7 @@ class StackCluster:
         self.hosts = list(hosts)
         self.nodes: list[Node] = []
         self.token = ""
+        self.join_token = ""
 
     def headers(self) -> dict[str, str]:
         return {"X-Stack-Token": self.token}
@@ -122,7 +136,7 @@ class StackCluster:
     def write_request(self, node: Node, key: str, value: bytes) -> tuple[str, bytes]:
         return f"{node.url}/v1/kv/{key}", value
 
-    def spawn(self, i: int, join: str | None) -> Node:
+    def spawn(self, i: int, join: str | None, join_token: str = "") -> Node:
         host = self.hosts[i]
         ensure_free(host, (STACK_HTTP_PORT, STACK_RPC_PORT))
         ndir = self.workdir / f"stack-{host}"
@@ -143,6 +157,8 @@ class StackCluster:
         ]
         if join:
             argv += ["--join", join]
+            if join_token:
+                argv += ["--token", join_token]
         env = {**os.environ, "XDG_CONFIG_HOME": str(ndir / "config")}
         child = self.procs.spawn(f"stack-{host}", argv, log_path=ndir / "node.log", env=env)
         node = Node(f"stack-{host}", host, f"http://{host}:{STACK_HTTP_PORT}", child, ndir)
@@ -157,8 +173,13 @@ class StackCluster:
             self._check(deadline, "first stack node wrote no root token")
             await asyncio.sleep(0.05)
         self.token = token_file.read_text().strip()
+        # Joining takes the join token the first node prints once on stdout (its log).
+        while not (join_token := printed(first.child, "join token:")):
+            self._check(deadline, "first stack node printed no join token")
+            await asyncio.sleep(0.05)
+        self.join_token = join_token
         for i in range(1, len(self.hosts)):
-            self.spawn(i, f"{first.host}:{STACK_RPC_PORT}")
+            self.spawn(i, f"{first.host}:{STACK_RPC_PORT}", join_token)
         while not await self._all_voters(session):
             self._check(deadline, "stack nodes did not all become voters")
             await asyncio.sleep(0.2)

@@ -247,7 +247,7 @@ class Credentials:
         info = self.tls.leaf_info()
         now = self._now()
         stale_issuer = active is not None and info.issuer_fingerprint_hint != _ski_hex(active.cert)
-        if now >= authority.renew_at(info) or stale_issuer:
+        if now >= _renew_time(info) or stale_issuer:
             await self.renew()
         if a.node.role is Role.LEADER and not a.barrier.sealed:
             for r in ca.roots(a.store):
@@ -322,3 +322,12 @@ def _ski_hex(cert_pem: bytes) -> str:
     cert = x509.load_pem_x509_certificate(cert_pem)
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return ski.digest.hex()
+
+
+def _renew_time(info: NodeCertInfo) -> datetime:
+    """Half way through the certificate's life as issued. Its not-before is backdated
+    by ``authority.BACKDATE`` (clock skew), which must not count: half of
+    ``[not_before, not_after]`` would fall in the past for any --cert-ttl under
+    twice the backdate, and the node would renew on every tick."""
+    issued = min(info.not_before + authority.BACKDATE, info.not_after)
+    return issued + (info.not_after - issued) / 2
