@@ -153,6 +153,8 @@ class Agent:
             )
         await self._start_rpc(tls=True)
 
+        if cfg.server and self.barrier.sealed:
+            self.unsealer.unseal_locally(st.entries)
         core = Raft(
             RaftConfig(id=ident.id, election_tick=cfg.election_ticks, heartbeat_tick=1),
             random.Random(secrets.randbits(64)),

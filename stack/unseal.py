@@ -10,6 +10,7 @@ hands leadership away: a leader must be able to encrypt.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from stack.errors import BadRequest, Sealed, StackError
 from stack.net.rpc import RpcError
 from stack.net.tls import write_private
 from stack.raft.errors import RaftError
-from stack.raft.types import EntryType, Role
+from stack.raft.types import Entry, EntryType, Role
 from stack.state import ca
 from stack.state import seal as sealstate
 from stack.state.errors import CorruptEntry
@@ -82,7 +83,7 @@ class Unsealer:
         latest = sealstate.latest_epoch(self.agent.store)
         if local is not None and latest is not None and local[0] < int(latest["epoch"]):
             # The epoch it opened is gone: a copy of this disk must not unseal alone.
-            self.share_path.unlink(missing_ok=True)
+            pass  # MUTATION
             log.info("removed the local unseal share of a past epoch", epoch=local[0])
 
     # ------------------------------------------------------------ shares
@@ -95,20 +96,33 @@ class Unsealer:
         row's check value, and only a leader holding the root key could write
         one), so reading them from the log before they are applied is safe."""
         a = self.agent
-        rows = sealstate.epochs(a.store)
         log_ = a.node.core.log
         lo, hi = a.node.applied + 1, log_.last_index()
-        if hi >= lo and lo >= log_.first_index():
-            for entry in log_.slice(lo, hi, 1 << 30):
-                if entry.type is not EntryType.NORMAL or not entry.data:
-                    continue
-                try:
-                    cmd = a.registry.decode(entry.data, entry.index)
-                    if cmd.type_id == sealstate.SEAL_EPOCH:
-                        rows.append(sealstate.validate_epoch(cmd.body))
-                except (CorruptEntry, TypeError):
-                    continue
+        tail = log_.slice(lo, hi, 1 << 30) if hi >= lo and lo >= log_.first_index() else []
+        return self.rows_with(tail)
+
+    def rows_with(self, entries: Iterable[Entry]) -> list[dict[str, Any]]:
+        a = self.agent
+        rows = sealstate.epochs(a.store)
+        for entry in entries:
+            if entry.type is not EntryType.NORMAL or not entry.data:
+                continue
+            try:
+                cmd = a.registry.decode(entry.data, entry.index)
+                if cmd.type_id == sealstate.SEAL_EPOCH:
+                    rows.append(sealstate.validate_epoch(cmd.body))
+            except (CorruptEntry, TypeError):
+                continue
         return rows
+
+    def unseal_locally(self, entries: Iterable[Entry]) -> bool:
+        """At start-up, before any peer is reachable: enough with our own shares?
+        (A single server's local share file, typically.)"""
+        rows = self.rows_with(entries)
+        if self.seal.try_shares(rows, self.own_shares(rows)):
+            log.info("unsealed", via="own share", epoch=self.seal.epoch)
+            return True
+        return False
 
     def own_shares(self, rows: list[dict[str, Any]] | None = None) -> dict[int, list[bytes]]:
         a = self.agent

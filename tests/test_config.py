@@ -14,7 +14,7 @@ def test_hcl_file_env_and_flags_layer_in_order(tmp_path: Path) -> None:
     f = tmp_path / "node.hcl"
     f.write_text(
         'bind = "127.0.0.9"\nhttp_port = 9000\nretry_join = ["127.0.0.8:7481"]\n'
-        "bootstrap_expect = 3\nlog_json = true\n"
+        'bootstrap_expect = 3\nlog_json = true\ntoken = "shared-secret"\n'
     )
     env = {"STACK_HTTP_PORT": "9001", "STACK_DATACENTER": "east"}
     cfg = config.build({"datacenter": "west", "data_dir": tmp_path}, f, env)
@@ -59,6 +59,13 @@ def test_bad_environment_value(tmp_path: Path) -> None:
 def test_bootstrap_expect_needs_peers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="retry_join"):
         config.build({"data_dir": tmp_path, "bootstrap_expect": 3}, None, {})
+
+
+def test_bootstrap_expect_needs_a_shared_token(tmp_path: Path) -> None:
+    flags = {"data_dir": tmp_path, "bootstrap_expect": 3, "retry_join": ["127.0.0.8:7481"]}
+    with pytest.raises(ConfigError, match="token"):
+        config.build(flags, None, {})
+    assert config.build({**flags, "token": "s"}, None, {}).token == "s"
 
 
 def test_a_restart_needs_only_the_data_dir(tmp_path: Path) -> None:

@@ -316,6 +316,12 @@ class RpcServer:
             log.warning("rpc_connection_rejected", peer=addr, reason="no HELLO in time")
         except _CLOSED_ERRORS:
             pass
+        except asyncio.CancelledError:
+            # close() (or the loop's shutdown) cancels connection handlers. End the
+            # task normally: Python 3.11's start_server done-callback calls
+            # task.exception() on it, which raises for a cancelled task and logs an
+            # "Exception in callback" traceback on every clean stop (3.12 fixed this).
+            pass
         finally:
             for t in requests:
                 t.cancel()

@@ -297,6 +297,7 @@ class Seal:
             if root is None:
                 continue
             self.set_unsealed(row, root, Keyring.unwrap(root, bytes(row["keyring"])))
+            self.shares_held, self.shares_needed = len(got), need
             return True
         self.shares_held, self.shares_needed = best_held, best_needed
         self.reason = (

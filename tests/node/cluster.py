@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgpack
 import pytest
 
 T = TypeVar("T")
@@ -406,13 +408,13 @@ class Harness:
         return n
 
     # ------------------------------------------------------------ clusters
-    def bootstrap(self, name: str = "n1") -> Node:
+    def bootstrap(self, name: str = "n1", *, extra: Sequence[str] = ()) -> Node:
         """Start a single-node cluster, wait for its leader and root token."""
-        n1 = self.node(name).start()
+        n1 = self.node(name, extra=extra).start()
         n1.wait_up()
         token_file = n1.config_home / "stack" / "root-token"
         self.token = wait_until(
-            lambda: token_file.exists() and token_file.read_text().strip(),
+            lambda: token_file.read_text().strip() if token_file.exists() else None,
             FORM_TIMEOUT,
             "the root token file",
         )
@@ -427,11 +429,12 @@ class Harness:
     def join(self, name: str, via: Node) -> Node:
         return self.node(name, join=[via]).start()
 
-    def three_nodes(self) -> list[Node]:
-        """Bootstrap n1, join n2 and n3, wait until all three are voters."""
-        n1 = self.bootstrap()
-        n2 = self.join("n2", n1)
-        n3 = self.join("n3", n1)
+    def three_nodes(self, *, extra: Sequence[str] = ()) -> list[Node]:
+        """Bootstrap n1, join n2 and n3 (each with `extra` flags), wait until all three
+        are voters."""
+        n1 = self.bootstrap(extra=extra)
+        n2 = self.node("n2", join=[n1], extra=extra).start()
+        n3 = self.node("n3", join=[n1], extra=extra).start()
         nodes = [n1, n2, n3]
         wait_voters(nodes, nodes)
         return nodes
@@ -595,3 +598,268 @@ class Writers:
         wrong = sorted(k for k, v in have.items() if self.attempted.get(k) != v)
         assert not wrong, f"{node.name} has keys nobody wrote (or wrong values): {wrong[:5]}"
         return have
+
+
+# ---------------------------------------------------------------- network namespaces
+@dataclass
+class NetnsNode(Node):
+    """A node whose process runs inside a network namespace (`ip netns exec`, which
+    execs, so the process group is still the node's)."""
+
+    netns: str = ""
+
+    def argv(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *super().argv()]
+
+
+class Netns:
+    """A private network namespace with loopback up and one non-loopback address,
+    10.a.b.2/24, on a veth pair (or a dummy interface) that lives entirely inside it,
+    so nothing is visible from, or sent to, the host's networks. The name carries the
+    pid and a random suffix; a finalizer kills the processes started in it and
+    deletes it. Skips the test if not root or `ip netns` is unavailable."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        import secrets
+        import shutil
+
+        if os.geteuid() != 0:
+            pytest.skip("network namespaces need root (`ip netns add`)")
+        if shutil.which("ip") is None:
+            pytest.skip("the `ip` command is missing (Debian package iproute2)")
+        self.name = f"stack-test-{os.getpid()}-{secrets.token_hex(4)}"
+        # A /24 per worker and pid, so parallel runs never share one (each namespace is
+        # private anyway; this only keeps addresses distinct in logs).
+        self.subnet = f"10.{64 + _worker_index() % 64}.{os.getpid() % 250 + 1}"
+        self.addr = f"{self.subnet}.2"
+        self.nodes: list[Node] = []
+        created = subprocess.run(["ip", "netns", "add", self.name], capture_output=True)
+        if created.returncode != 0:
+            pytest.skip(f"`ip netns add` is unavailable here: {created.stderr.decode().strip()}")
+        request.addfinalizer(self.delete)
+        self.ip("link", "set", "lo", "up")
+        # Both ends of the veth pair stay inside; a dummy interface where there is no
+        # veth (this machine kind has no dummy module, hence veth first).
+        veth = self.run(["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        if veth.returncode == 0:
+            dev = "v0"
+            self.ip("link", "set", "v1", "up")
+        else:
+            dev = "d0"
+            self.ip("link", "add", dev, "type", "dummy")
+        self.ip("addr", "add", f"{self.addr}/24", "dev", dev)
+        self.ip("link", "set", dev, "up")
+
+    def ip(self, *args: str) -> None:
+        done = self.run(["ip", *args], timeout=10)
+        assert done.returncode == 0, f"ip {' '.join(args)} in {self.name}: {done.stderr!r}"
+
+    def run(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run argv inside the namespace, output captured; killed after `timeout`."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=timeout,
+        )
+
+    def node(self, h: Harness, name: str, *, extra: Sequence[str] = ()) -> NetnsNode:
+        """Like `h.node`, at this namespace's address, run inside it (not started);
+        the harness prints its logs at the end."""
+        d = h.tmp / name
+        d.mkdir(parents=True)
+        n = NetnsNode(h, name, self.addr, list(extra), dict(h.env), d, netns=self.name)
+        h.nodes.append(n)
+        self.nodes.append(n)
+        return n
+
+    def delete(self) -> None:
+        for n in self.nodes:
+            n.kill()
+        # Anything else still in the namespace is ours (it is uniquely named).
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+# ---------------------------------------------------------------- the CLI
+def run_cli(node: Node, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m stack.cli <args> --addr http://<node>` as the node's operator would run
+    it: the node's XDG_CONFIG_HOME (so the CLI finds its root token), no STACK_* vars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
+    env["XDG_CONFIG_HOME"] = str(node.config_home)
+    return subprocess.run(
+        [sys.executable, "-m", "stack.cli", *args, "--addr", f"http://{node.addr}:{HTTP_PORT}"],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=node.dir,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- the RPC port, raw
+# Frame kinds (stack.net.rpc.Kind) and the frame layout, written out independently.
+RAFT, REQUEST, RESPONSE, HELLO = 1, 2, 3, 4
+
+
+def rpc_frame(kind: int, payload: bytes, version: int = 1) -> bytes:
+    return (len(payload) + 2).to_bytes(4, "big") + bytes((version, kind)) + payload
+
+
+def pack(obj: object) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def read_frames(data: bytes) -> list[tuple[int, Any]]:
+    """The complete frames in data, (kind, unpacked payload); a Raft payload is left
+    as bytes."""
+    out: list[tuple[int, Any]] = []
+    while len(data) >= 6 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+        length = int.from_bytes(data[:4], "big")
+        body, data = data[4 : 4 + length], data[4 + length :]
+        payload = body[2:]
+        out.append((body[1], payload if body[1] == RAFT else msgpack.unpackb(payload, raw=False)))
+    return out
+
+
+def tls_client(tls_dir: Path | None = None) -> ssl.SSLContext:
+    """A client context for a node's RPC port that does not check the server (as
+    stack.net.tls.probe_context); given a node's `tls/` directory, it presents that
+    node's certificate chain and key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if tls_dir is not None:
+        ctx.load_cert_chain(tls_dir / "node.crt", tls_dir / "node.key")
+    return ctx
+
+
+class RpcConn:
+    """One raw connection to a node's RPC port, plaintext or TLS. TLS runs over memory
+    BIOs, so a test can send close_notify (half-close) and still read what comes back.
+    The constructor raises ssl.SSLError (or OSError) if the handshake fails."""
+
+    def __init__(self, addr: str, ctx: ssl.SSLContext | None, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((addr, RPC_PORT), timeout=timeout)
+        self.data = b""  # everything received (decrypted), in order
+        self.closed = False  # the server closed the connection (or aborted TLS)
+        self.tls: ssl.SSLObject | None = None
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        if ctx is None:
+            return
+        try:
+            self.tls = ctx.wrap_bio(self._in, self._out, server_side=False)
+            while True:
+                try:
+                    self.tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        raise ssl.SSLEOFError("closed during the TLS handshake") from None
+                    self._in.write(chunk)
+            self._flush()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> RpcConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _flush(self) -> None:
+        pending = self._out.read()
+        if pending:
+            self.sock.sendall(pending)
+
+    def send(self, data: bytes) -> None:
+        """Send (a broken pipe marks the connection closed rather than raising)."""
+        try:
+            if self.tls is None:
+                self.sock.sendall(data)
+                return
+            view = memoryview(data)
+            while view:
+                view = view[self.tls.write(view) :]
+            self._flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            self.closed = True
+
+    def close_write(self) -> None:
+        """End our side: close_notify under TLS, then a TCP half-close."""
+        try:
+            if self.tls is not None:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    self.tls.unwrap()
+                self._flush()
+            self.sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            self.closed = True
+
+    def _drain_tls(self) -> None:
+        assert self.tls is not None
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLError:  # close_notify, an alert, or EOF without close_notify
+                self.closed = True
+                return
+            if not chunk:
+                self.closed = True
+                return
+            self.data += chunk
+
+    def read(self, frames: int = 0, timeout: float = 10.0) -> list[tuple[int, Any]]:
+        """Read until the server closes, `timeout` passes or (if given) that many frames
+        arrived in all; returns every complete frame received so far."""
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            if frames and len(read_frames(self.data)) >= frames:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                self.closed = True
+                break
+            if self.tls is None:
+                self.data += chunk
+                self.closed = not chunk
+                continue
+            if chunk:
+                self._in.write(chunk)
+            else:
+                self._in.write_eof()
+            self._drain_tls()
+            with contextlib.suppress(OSError):
+                self._flush()
+        return read_frames(self.data)
+
+
+def rpc_exchange(addr: str, data: bytes, ctx: ssl.SSLContext | None, *,
+                 half_close: bool = False, frames: int = 0,
+                 timeout: float = 10.0) -> tuple[list[tuple[int, Any]], RpcConn]:  # fmt: skip
+    """Connect, send data (then half-close if asked), read as RpcConn.read; returns the
+    frames and the (closed) connection, for its .data and .closed."""
+    with RpcConn(addr, ctx, timeout) as conn:
+        conn.send(data)
+        if half_close:
+            conn.close_write()
+        return conn.read(frames, timeout), conn
