@@ -83,7 +83,7 @@ class Unsealer:
         latest = sealstate.latest_epoch(self.agent.store)
         if local is not None and latest is not None and local[0] < int(latest["epoch"]):
             # The epoch it opened is gone: a copy of this disk must not unseal alone.
-            pass  # MUTATION
+            self.share_path.unlink(missing_ok=True)
             log.info("removed the local unseal share of a past epoch", epoch=local[0])
 
     # ------------------------------------------------------------ shares
@@ -231,7 +231,9 @@ class Unsealer:
     async def run(self) -> None:
         a = self.agent
         self._watch = a.store.watch(sealstate.SEAL_TABLE, "", prefix=True)
-        self._watch.add_callback(lambda _i: self._on_seal_table())
+        loop = asyncio.get_running_loop()
+        # After the apply, not inside it: a failure here must not stop the FSM.
+        self._watch.add_callback(lambda _i: loop.call_soon(self._on_seal_table))
         while True:
             try:
                 if self.seal.sealed and a.cfg.server:
@@ -246,10 +248,13 @@ class Unsealer:
             await asyncio.sleep(ROUND_INTERVAL)
 
     def _on_seal_table(self) -> None:
-        if self.seal.follow(sealstate.epochs(self.agent.store)):
-            log.info("seal epoch followed", epoch=self.seal.epoch)
-        if not self.seal.sealed:
-            self._drop_stale_local_share()
+        try:
+            if self.seal.follow(sealstate.epochs(self.agent.store)):
+                log.info("seal epoch followed", epoch=self.seal.epoch)
+            if not self.seal.sealed:
+                self._drop_stale_local_share()
+        except Exception as e:  # a row we cannot open: stay as we are, say so
+            log.error("could not follow the seal table", error=f"{type(e).__name__}: {e}")
 
     async def _leader_duties(self) -> None:
         a = self.agent
