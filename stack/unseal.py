@@ -111,7 +111,18 @@ class Unsealer:
                 cmd = a.registry.decode(entry.data, entry.index)
                 if cmd.type_id == sealstate.SEAL_EPOCH:
                     rows.append(sealstate.validate_epoch(cmd.body))
-            except (CorruptEntry, TypeError):
+                elif cmd.type_id == sealstate.SEAL_KEYRING and isinstance(cmd.body, dict):
+                    # A keyring rotation not applied yet: the same epoch, newer keyring.
+                    base = next((r for r in rows if r["epoch"] == cmd.body.get("epoch")), None)
+                    if base is not None and isinstance(cmd.body.get("keyring"), bytes):
+                        rows.append(
+                            dict(
+                                base,
+                                keyring=cmd.body["keyring"],
+                                keyring_version=int(cmd.body["version"]),
+                            )
+                        )
+            except (CorruptEntry, TypeError, KeyError, ValueError):
                 continue
         return rows
 

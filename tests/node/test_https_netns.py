@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 # Runs inside the namespace: argv = address, port, trusted PEM file, other CA's PEM
 # file. Prints one JSON object of what each client saw; the test judges it.
-CLIENT = r'''
+CLIENT = r"""
 import http.client, json, socket, ssl, sys
 
 addr, port, ca_file, other_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -102,7 +102,7 @@ with socket.create_connection((addr, port), timeout=10) as s:
     out["plain_raw"] = got.hex()
 
 print(json.dumps(out))
-'''
+"""
 
 
 def _cli_env(node_env: dict[str, str], cacert: Path) -> dict[str, str]:

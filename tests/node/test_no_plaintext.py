@@ -66,8 +66,11 @@ def _write(node: Node, count: int, tag: str) -> int:
 
 def _wait_snapshot_past(nodes: list[Node], index: int) -> None:
     for n in nodes:
-        wait_until(lambda n=n: n.status()["snapshot_index"] > index, FORM_TIMEOUT,
-                   f"{n.name} to snapshot past index {index}")  # fmt: skip
+
+        def past(n: Node = n) -> bool:
+            return int(n.status()["snapshot_index"]) > index
+
+        wait_until(past, FORM_TIMEOUT, f"{n.name} to snapshot past index {index}")
 
 
 def _stop_all(nodes: list[Node]) -> None:

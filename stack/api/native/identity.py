@@ -40,7 +40,9 @@ async def ca_rotate(request: web.Request) -> web.Response:
 
 
 async def join_token(request: web.Request) -> web.Response:
-    return web.json_response({"token": request.app[AGENT].credentials.join_token()})
+    agent = request.app[AGENT]
+    await agent.read_barrier()  # the latest secret, and the keyring term it needs
+    return web.json_response({"token": agent.credentials.join_token()})
 
 
 async def rotate_join(request: web.Request) -> web.Response:
