@@ -23,7 +23,7 @@ from stack import identity
 from stack.api.app import start_http
 from stack.config import AgentConfig, remember
 from stack.credentials import Credentials
-from stack.errors import BadRequest, ConfigError, NoLeader, NotFound, StackError
+from stack.errors import BadRequest, ConfigError, NoLeader, NotFound, Sealed, StackError
 from stack.membership import Membership
 from stack.net.rpc import PeerTransport, RpcError, RpcServer
 from stack.raft.config import RaftConfig
@@ -449,6 +449,8 @@ class Agent:
             raise RpcError("unavailable", "timed out") from None
         except BadRequest as e:
             raise RpcError("bad_request", str(e)) from None
+        except (Sealed, NoLeader) as e:
+            raise RpcError("unavailable", str(e)) from None
         except NotFound as e:
             raise RpcError("not_found", str(e)) from None
 

@@ -23,8 +23,9 @@ from stack.errors import BadRequest, ConfigError, NoLeader, NotFound
 from stack.net import tls
 from stack.net.rpc import AuthError, RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
-from stack.raft.types import ConfChange, ConfChangeType, Role
+from stack.raft.types import ConfChange, ConfChangeType, EntryType, Role
 from stack.state import ca, nodes, tombstones
+from stack.state.errors import CorruptEntry
 from stack.state.tombstones import TombstoneGC
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Membership:
 
     def seed_peers_from_store(self) -> None:
         self._sync_peers()
+        self._seed_peers_from_log_tail()
         self._watch = self.agent.store.watch(nodes.NODES_TABLE, "", prefix=True)
         self._watch.add_callback(lambda _index: self._sync_peers())
 
@@ -64,6 +66,33 @@ class Membership:
             if nid != me and n.address:
                 host, port = parse_hostport(n.address, 7481)
                 self.agent.transport.set_peer(nid, host, port)
+
+    def _seed_peers_from_log_tail(self) -> None:
+        """At start-up, peers registered in entries we hold but have not applied yet.
+        The stored commit index may predate them (a leader saves it only with a term
+        change), and a restarted server must reach its peers to collect their seal
+        shares and to answer their votes. Only peers the store has no address for:
+        once applied, the store is the address book again."""
+        a = self.agent
+        raft_log = a.node.core.log
+        lo, hi = a.node.applied + 1, raft_log.last_index()
+        if hi < lo or lo < raft_log.first_index():
+            return
+        known = {int(n.id) for n in nodes.list_nodes(a.store)[0] if n.address}
+        found: dict[int, str] = {}
+        for entry in raft_log.slice(lo, hi, 1 << 30):
+            if entry.type is not EntryType.NORMAL or not entry.data:
+                continue
+            try:
+                cmd = a.registry.decode(entry.data, entry.index)
+                if cmd.type_id == nodes.NODE_REGISTER:
+                    found[int(cmd.body["id"])] = str(cmd.body["address"])
+            except (CorruptEntry, TypeError, KeyError, ValueError):
+                continue
+        for nid, address in found.items():
+            if nid != a.ident.id and nid not in known and address:
+                host, port = parse_hostport(address, 7481)
+                a.transport.set_peer(nid, host, port)
 
     def on_conf_change(self, cc: ConfChange, index: int) -> None:
         if cc.type is ConfChangeType.REMOVE_NODE:

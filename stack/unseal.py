@@ -200,9 +200,9 @@ class Unsealer:
         """`stack operator unseal`: one recovery share at a time."""
         if not self.seal.sealed:
             return self.status()
-        share = sealing.decode_recovery_share(text)
         try:
-            done = self.seal.add_recovery_share(sealstate.epochs(self.agent.store), share)
+            share = sealing.decode_recovery_share(text)
+            done = self.seal.add_recovery_share(self.known_rows(), share)
         except SealError as e:
             raise BadRequest(str(e)) from None
         if done:
@@ -226,7 +226,10 @@ class Unsealer:
             await a.node.run_op(lambda core: core.set_campaign_allowed(True))
 
     def status(self) -> dict[str, Any]:
-        latest = sealstate.latest_epoch(self.agent.store)
+        # The newest epoch we know of, applied or not: a restarted sealed server may
+        # not have applied the re-keys in its log, and waits for that epoch's shares.
+        rows = self.known_rows()
+        latest = max(rows, key=lambda r: int(r["epoch"])) if rows else None
         st = self.seal.status(
             recovery_needed=int(latest["recovery_threshold"]) if latest else 0
         ).to_json()

@@ -22,7 +22,8 @@ keys.
 With TLS (``authenticate`` given), the peer's certificate decides, not the HELLO:
 a connection without a client certificate is "in no cluster" (open methods only);
 with one, the HELLO's node id must be the certificate's, only server-role
-certificates may send Raft messages or call ``server_methods``, and a refused
+certificates may call ``server_methods`` or send any Raft message (a client-role
+certificate, a learner, only a follower's replies to its leader), and a refused
 certificate (revoked, another cluster) closes the connection. The dialer checks
 that the server's certificate names the node it meant to reach.
 """
@@ -42,7 +43,7 @@ import msgpack
 import structlog
 
 from stack.codec import DecodeError, decode_message, encode_message
-from stack.raft.types import AnyMessage
+from stack.raft.types import AnyMessage, AppendResponse, HeartbeatResponse, SnapshotResponse
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +60,11 @@ class Kind:
 
 
 _KINDS = frozenset({Kind.RAFT, Kind.REQUEST, Kind.RESPONSE, Kind.HELLO})
+
+# The Raft messages a client-role certificate may send: a --no-server node is a
+# learner, which must answer its leader to be replicated to, and never campaigns,
+# votes or leads.
+_LEARNER_MESSAGES = (AppendResponse, HeartbeatResponse, SnapshotResponse)
 
 
 class RpcError(Exception):
@@ -280,12 +286,12 @@ class RpcServer:
                 if kind == Kind.RAFT:
                     if not member:
                         raise FrameError("Raft message from a node in no cluster")
-                    if auth.role != "server":
-                        raise FrameError("Raft message from a client-role certificate")
                     try:
                         msg = decode_message(payload)
                     except DecodeError as exc:
                         raise FrameError(f"bad Raft message: {exc}") from None
+                    if auth.role != "server" and not isinstance(msg, _LEARNER_MESSAGES):
+                        raise FrameError("Raft message from a client-role certificate")
                     if msg.frm != peer_id or msg.to != self.node_id:
                         raise FrameError("Raft message with wrong sender or recipient")
                     try:

@@ -9,9 +9,25 @@ import socket
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
-from cluster import HTTP_PORT, RPC_PORT, Harness, Node, Response, assert_values
+from cluster import (
+    HELLO,
+    HTTP_PORT,
+    RAFT,
+    REQUEST,
+    RESPONSE,
+    RPC_PORT,
+    Harness,
+    Node,
+    Response,
+    RpcConn,
+    assert_values,
+    pack,
+    rpc_exchange,
+)
+from cluster import rpc_frame as frame
+
+from stack.net.tls import probe_context
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +46,9 @@ def assert_error(resp: Response, status: int | tuple[int, ...]) -> None:
 
 # ---------------------------------------------------------------- raw sockets
 def raw_exchange(addr: str, port: int, data: bytes, *, half_close: bool = False,
-                 timeout: float = 10.0, frames: int = 0) -> tuple[bytes, bool]:  # fmt: skip
-    """Send data, then read until the server closes, `timeout` passes or (if given)
-    that many RPC frames came back. Returns what came back and whether the server
-    closed the connection."""
+                 timeout: float = 10.0) -> tuple[bytes, bool]:  # fmt: skip
+    """Send data (plaintext), then read until the server closes or `timeout` passes.
+    Returns what came back and whether the server closed the connection."""
     with socket.create_connection((addr, port), timeout=timeout) as s:
         try:
             s.sendall(data)
@@ -54,31 +69,7 @@ def raw_exchange(addr: str, port: int, data: bytes, *, half_close: bool = False,
             if not chunk:
                 return got, True
             got += chunk
-            if frames and len(read_frames(got)) >= frames:
-                break
         return got, False
-
-
-def frame(kind: int, payload: bytes, version: int = 1) -> bytes:
-    return (len(payload) + 2).to_bytes(4, "big") + bytes((version, kind)) + payload
-
-
-HELLO, RAFT, REQUEST, RESPONSE = 4, 1, 2, 3
-
-
-def pack(obj: object) -> bytes:
-    out: bytes = msgpack.packb(obj, use_bin_type=True)
-    return out
-
-
-def read_frames(data: bytes) -> list[tuple[int, object]]:
-    """The complete frames in data."""
-    out = []
-    while len(data) >= 6 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
-        length = int.from_bytes(data[:4], "big")
-        body, data = data[4 : 4 + length], data[4 + length :]
-        out.append((body[1], msgpack.unpackb(body[2:], raw=False)))
-    return out
 
 
 # ---------------------------------------------------------------- the test
@@ -93,10 +84,10 @@ def test_bad_input_is_refused_and_the_node_survives(
         node.put(k, v)
     cluster_id = node.status()["cluster_id"]
 
-    # A half frame as the very first bytes, left hanging: the server must give up on
-    # it (after its HELLO timeout). Opened first, checked last.
-    lingering = socket.create_connection((node.addr, RPC_PORT), timeout=30)
-    lingering.sendall(frame(HELLO, pack([7, ""]))[:5])
+    # A half frame as the very first bytes of a TLS session, left hanging: the server
+    # must give up on it (after its HELLO timeout). Opened first, checked last.
+    lingering = RpcConn(node.addr, probe_context(), timeout=30)
+    lingering.send(frame(HELLO, pack([7, ""]))[:5])
     t_lingering = time.monotonic()
 
     try:
@@ -108,12 +99,9 @@ def test_bad_input_is_refused_and_the_node_survives(
         check_http_garbage(node)
         check_rpc_garbage(node, cluster_id)
 
-        lingering.settimeout(max(1.0, t_lingering + 25 - time.monotonic()))
-        try:
-            closed = lingering.recv(1) == b""
-        except ConnectionResetError:
-            closed = True
-        assert closed, "a half frame held the RPC connection open"
+        lingering.read(timeout=max(1.0, t_lingering + 25 - time.monotonic()))
+        assert lingering.closed, "a half frame held the RPC connection open"
+        assert lingering.data == b"", lingering.data[:100]
         print(f"half frame: closed after {time.monotonic() - t_lingering:.1f}s")
     finally:
         lingering.close()
@@ -238,15 +226,31 @@ def check_http_garbage(node: Node) -> None:
 def check_rpc_garbage(node: Node, cluster_id: str) -> None:
     a = node.addr
 
-    def closed_without_reply(data: bytes, **kw: bool) -> None:
-        got, closed = raw_exchange(a, RPC_PORT, data, **kw)
+    # Not TLS at all: plain garbage, an HTTP request, a plaintext HELLO (and request),
+    # an oversized length prefix. The server closes the connection; at most it sends a
+    # TLS alert record (first byte 0x15, never the start of a stack frame).
+    plain_request = frame(REQUEST, pack([1, "cluster.discover", None]))
+    for data in (b"\xde\xad\xbe\xef" + bytes(range(256)) * 4,
+                 b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
+                 frame(HELLO, pack([7, ""])),
+                 frame(HELLO, pack([7, cluster_id])) + plain_request,
+                 b"\xff\xff\xff\xff" + b"z" * 64):  # fmt: skip
+        got, closed = raw_exchange(a, RPC_PORT, data, half_close=True)
         assert closed, f"{data[:40]!r}: connection left open"
-        assert got == b"", f"{data[:40]!r}: got {got[:100]!r}"
+        assert got == b"" or got[:1] == b"\x15", f"{data[:40]!r}: got {got[:100]!r}"
+
+    # Inside TLS without a client certificate, the frame-level garbage of before.
+    tls = probe_context()
+
+    def closed_without_reply(data: bytes, half_close: bool = False) -> None:
+        _, conn = rpc_exchange(a, data, tls, half_close=half_close)
+        assert conn.closed, f"{data[:40]!r}: connection left open"
+        assert conn.data == b"", f"{data[:40]!r}: got {conn.data[:100]!r}"
 
     # Before any HELLO: plain garbage, an HTTP request, oversized and undersized
     # length prefixes, unknown version and kind, a HELLO that is not msgpack, a
     # HELLO of the wrong shape, a HELLO from another cluster, a first frame that is
-    # not a HELLO, and a half frame followed by EOF.
+    # not a HELLO, and a half frame followed by EOF (close_notify).
     closed_without_reply(b"\xde\xad\xbe\xef" + bytes(range(256)) * 4)
     closed_without_reply(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
     closed_without_reply(b"\xff\xff\xff\xff" + b"z" * 64)
@@ -261,13 +265,13 @@ def check_rpc_garbage(node: Node, cluster_id: str) -> None:
     closed_without_reply(frame(REQUEST, pack([1, "cluster.discover", None])))
     closed_without_reply(frame(HELLO, pack([7, ""]))[:7], half_close=True)
 
-    # A node in no cluster may ask open methods only; a Raft message or a malformed
-    # request from it closes the connection (after the server's HELLO).
+    # Without a certificate a node is in no cluster: it may ask open methods only; a
+    # Raft message or a malformed request from it closes the connection (after the
+    # server's HELLO).
     hello = frame(HELLO, pack([7, ""]))
     forbidden = frame(REQUEST, pack([1, "raft.apply", b"x"]))
     discover = frame(REQUEST, pack([2, "cluster.discover", None]))
-    got, _ = raw_exchange(a, RPC_PORT, hello + forbidden + discover, frames=3)
-    frames = read_frames(got)
+    frames, _ = rpc_exchange(a, hello + forbidden + discover, tls, frames=3)
     assert len(frames) == 3, frames
     assert frames[0] == (HELLO, [int(node.id), cluster_id]), frames
     assert frames[1] == (RESPONSE, [1, False, ["forbidden", frames[1][1][2][1]]]), frames
@@ -275,15 +279,19 @@ def check_rpc_garbage(node: Node, cluster_id: str) -> None:
     assert frames[2][0] == RESPONSE and frames[2][1][:2] == [2, True], frames
     assert frames[2][1][2]["cluster_id"] == cluster_id, frames
     for tail in (frame(RAFT, b"\x93\x01\x02\x03"), frame(REQUEST, pack([1, 2])),
-                 frame(REQUEST, pack("x")), frame(RESPONSE, pack([1, True, None])),
-                 frame(REQUEST, pack([1, "cluster.discover", None]))[:9]):  # fmt: skip
-        got, closed = raw_exchange(a, RPC_PORT, hello + tail, half_close=True)
-        assert closed, tail
-        assert [k for k, _ in read_frames(got)] == [HELLO], (tail, got)
+                 frame(REQUEST, pack("x")), frame(RESPONSE, pack([1, True, None]))):  # fmt: skip
+        frames, conn = rpc_exchange(a, hello + tail, tls)
+        assert conn.closed, tail
+        assert [k for k, _ in frames] == [HELLO], (tail, frames)
+    # A half request, then close_notify: closed. (The server may not answer the HELLO
+    # either: asyncio shuts TLS down as soon as it reads the close_notify.)
+    frames, conn = rpc_exchange(a, hello + frame(REQUEST, pack([1, "cluster.discover", None]))[:9],
+                                tls, half_close=True)  # fmt: skip
+    assert conn.closed
+    assert [k for k, _ in frames] in ([HELLO], []), frames
     # Malformed bodies to an open method are answered with an error, not a crash.
     for body in (None, "x", {"id": "abc"}, {"id": 1}, [1, 2, 3]):
-        got, _ = raw_exchange(
-            a, RPC_PORT, hello + frame(REQUEST, pack([5, "cluster.join", body])), frames=2
+        frames, _ = rpc_exchange(
+            a, hello + frame(REQUEST, pack([5, "cluster.join", body])), tls, frames=2
         )
-        frames = read_frames(got)
         assert len(frames) == 2 and frames[1][1][:2] == [5, False], (body, frames)

@@ -10,6 +10,7 @@ import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def test_no_certificate_no_entry(request: pytest.FixtureRequest, tmp_path: Path)
 
 # ---------------------------------------------------------------- 2
 @pytest.mark.timeout(150)
-def test_authorised_by_role(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_authorise_by_role(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     h = Harness(request, tmp_path)
     n1 = h.bootstrap()
     n2 = h.join("n2", n1)
@@ -212,9 +213,22 @@ def test_authorised_by_role(request: pytest.FixtureRequest, tmp_path: Path) -> N
     st = n1.status()
     assert st["role"] == "leader" and st["term"] < term + 1000, st
     assert "Raft message from a client-role certificate" in n1.stderr()
-    n1.put("after/roles", b"ok")
-    wait_until(lambda: c1.get("after/roles", stale=True).body == b"ok", FORM_TIMEOUT,
-               "c1 to still replicate")  # fmt: skip
+    # c1 itself is a working learner: its replies to the leader (client-role Raft
+    # messages of its own) are taken, so it replicates, and it forwards writes.
+    index = n1.put("after/roles", b"ok")
+    wait_caught_up(c1, index)
+    assert c1.get("after/roles", stale=True).body == b"ok"
+
+    def leader_sees_c1() -> bool:
+        match = {p["name"]: p["match_index"] for p in n1.peers()}
+        return match["c1"] is not None and match["c1"] >= index
+
+    wait_until(leader_sees_c1, FORM_TIMEOUT, "n1 to hear c1's replies (its match index)")
+    c1.put("from/c1", b"forwarded")
+    assert n1.get("from/c1").body == b"forwarded"
+    own = [line for line in n1.stderr().splitlines()
+           if "rpc_connection_rejected" in line and f"'{c1.addr}'" in line]  # fmt: skip
+    assert not own, f"n1 refused c1's own connections: {own[:3]}"
 
 
 # ---------------------------------------------------------------- 3
@@ -329,18 +343,18 @@ def test_renewal_keeps_connections(request: pytest.FixtureRequest, tmp_path: Pat
         return first if first == again and min(first.values()) >= 2 else {}
 
     sessions = wait_until(settled, FORM_TIMEOUT, "the RPC sessions to settle")
-    seen: dict[str, list[int]] = {n.name: [leaf(n).serial] for n in nodes}
+    seen: dict[str, list[authority.NodeCertInfo]] = {n.name: [leaf(n)] for n in nodes}
 
     def renewed_twice() -> bool:
         for n in nodes:
-            serial = leaf(n).serial
-            if serial != seen[n.name][-1]:
-                seen[n.name].append(serial)
+            info = leaf(n)
+            if info.serial != seen[n.name][-1].serial:
+                seen[n.name].append(info)
         return all(len(s) >= 3 for s in seen.values())
 
     t0 = time.monotonic()
     wait_until(renewed_twice, 60, "every node to renew its certificate twice", 0.5)
-    print(f"renewed twice in {time.monotonic() - t0:.1f}s: {seen}")
+    print(f"renewed twice in {time.monotonic() - t0:.1f}s")
     for n in nodes:
         st = n.status()
         assert st["stats"]["cert_renewals"] >= 2, (n.name, st["stats"])
@@ -348,7 +362,11 @@ def test_renewal_keeps_connections(request: pytest.FixtureRequest, tmp_path: Pat
             f"{n.name} opened new RPC sessions across renewals: "
             f"{sessions[n.name]} -> {st['stats']['rpc_sessions']}"
         )
-        assert leaf(n).not_after - leaf(n).not_before <= timedelta(minutes=6), leaf(n)
+        # Each certificate served half its 20 s before the next was issued (certificate
+        # times have 1 s resolution): renewal follows the lifetime, not every tick.
+        issued = [c.not_before for c in seen[n.name]]
+        gaps = [(b - a).total_seconds() for a, b in pairwise(issued)]
+        assert min(gaps) >= 9, f"{n.name} renewed early: {gaps}"
     leader = wait_leader(nodes)
     index = leader.put("after", b"2")
     for n in nodes:

@@ -86,7 +86,7 @@ def test_a_bad_share_is_skipped_when_there_are_spares() -> None:
 
 
 def test_a_lagging_node_unseals_at_an_older_epoch_then_follows_forward() -> None:
-    gen, rows, roots = _three_voter_epochs()
+    _gen, rows, roots = _three_voter_epochs()
     # Only epochs 1-2 applied here; peers hold shares of epoch 2 (kept) and 3.
     seal = Seal(Barrier())
     assert seal.try_shares(rows[:2], _shares(rows[:2], 1, 2))
@@ -122,7 +122,7 @@ def test_recovery_shares_unseal_the_newest_epoch() -> None:
 
 
 def test_wrong_recovery_shares_are_refused_and_start_over() -> None:
-    gen, rows, _ = _three_voter_epochs()
+    _gen, rows, _ = _three_voter_epochs()
     other = sealing.genesis(1, rand=_rand(99))
     seal = Seal(Barrier())
     wrong = [sealing.decode_recovery_share(s) for s in other.recovery_shares[:3]]
@@ -153,7 +153,7 @@ def test_keyring_rotation_within_an_epoch_is_followed() -> None:
 
 
 def test_seal_now_forgets_the_key() -> None:
-    gen, rows, _ = _three_voter_epochs()
+    _gen, rows, _ = _three_voter_epochs()
     seal = Seal(Barrier())
     assert seal.try_shares(rows, _shares(rows[-1:], 1, 2))
     seal.seal_now()
