@@ -8,6 +8,7 @@ the background duties (joining, self-registration, promoting learners).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import random
@@ -323,23 +324,34 @@ class Agent:
         log.info("node stopped", name=self.ident.name)
 
     async def _transfer_away(self, timeout: float) -> None:
+        """Hand leadership to the most caught-up voter; if it does not take over
+        (it may be sealed, and a sealed server never campaigns), try the next."""
         status = self.node.status()
-        candidates = [
-            (p.match, nid)
-            for nid, p in status.progress.items()
-            if nid != self.ident.id and nid in status.conf.voters
-        ]
+        candidates = sorted(
+            (
+                (p.match, nid)
+                for nid, p in status.progress.items()
+                if nid != self.ident.id and nid in status.conf.voters
+            ),
+            reverse=True,
+        )
         if not candidates:
             return
-        target = max(candidates)[1]
-        try:
-            await self.node.run_op(lambda core: core.transfer_leadership(target))
-        except (RaftError, ValueError) as e:
-            log.warning("leadership transfer failed", error=str(e))
-            return
         deadline = time.monotonic() + timeout
-        while self.node.role is Role.LEADER and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        each = timeout / len(candidates)
+        for _, target in candidates:
+            try:
+                await self.node.run_op(functools.partial(_transfer_to, target))
+            except (RaftError, ValueError) as e:
+                log.warning("leadership transfer failed", error=str(e))
+                return
+            until = min(time.monotonic() + each, deadline)
+            while self.node.role is Role.LEADER and time.monotonic() < until:
+                await asyncio.sleep(0.02)
+            if self.node.role is not Role.LEADER:
+                return
+            log.info("leadership transfer not taken; trying another voter", target=target)
+        log.warning("leadership transfer failed", error="no voter took over in time")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -517,6 +529,10 @@ class Agent:
             body = {"to": ident or ""}
             return int(await self.transport.request(leader, "cluster.transfer", body, 5.0))
         return await self.membership.transfer(ident)
+
+
+def _transfer_to(target: int, core: Raft) -> None:
+    core.transfer_leadership(target)
 
 
 def _is_loopback(host: str) -> bool:

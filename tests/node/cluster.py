@@ -437,6 +437,9 @@ class Harness:
         n3 = self.node("n3", join=[n1], extra=extra).start()
         nodes = [n1, n2, n3]
         wait_voters(nodes, nodes)
+        # Formed means usable: every server has its seal share and is unsealed.
+        wait_until(lambda: all(not n.status()["sealed"] for n in nodes), FORM_TIMEOUT,
+                   "all three to unseal")  # fmt: skip
         return nodes
 
     # ------------------------------------------------------------ cleanup
