@@ -132,6 +132,13 @@ class Unsealer:
         rows = self.rows_with(entries)
         if self.seal.try_shares(rows, self.own_shares(rows)):
             log.info("unsealed", via="own share", epoch=self.seal.epoch)
+            if self._local_share() is not None:
+                log.warning(
+                    "single-server cluster: unsealed from the local share file alone; "
+                    "whoever has this disk has the secrets (docs/security.md; "
+                    "--seal-key-file keeps the share elsewhere)",
+                    path=str(self.share_path),
+                )
             return True
         return False
 
