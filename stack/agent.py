@@ -33,6 +33,7 @@ from stack.raft.errors import NotLeader, OutcomeUnknown, ProposalDropped, RaftEr
 from stack.raft.node import NodeStopped, RaftNode
 from stack.raft.storage import LogStorage, StoredState
 from stack.raft.types import (
+    AnyMessage,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -95,6 +96,7 @@ class Agent:
         self._genesis_hard_state = HardState()
         self._bootstrap_lines: list[str] = []
         self._rpc_started = False
+        self.ignored_raft = 0  # messages from learners with a term above ours
         self.credentials = Credentials(self)
         self.unsealer = Unsealer(self)
 
@@ -206,7 +208,7 @@ class Agent:
         self.rpc = RpcServer(
             node_id=self.ident.id,
             cluster_id=self.ident.cluster_id,
-            on_raft=lambda m: self.node.step(m),
+            on_raft=self._step,
             on_request=self._on_request,
             open_methods=OPEN_METHODS if tls else frozenset({"cluster.discover"}),
             server_methods=SERVER_METHODS,
@@ -217,6 +219,16 @@ class Agent:
             self.transport.ssl = creds.tls.client_context()
         await self.rpc.start(self.cfg.bind, self.cfg.rpc_port)
         self._rpc_started = True
+
+    def _step(self, msg: AnyMessage) -> None:
+        """A message from a learner (possibly a client node) never raises our term:
+        a learner never campaigns, so a higher term from one is a bug or an attack,
+        and obeying it would depose a healthy leader."""
+        core = self.node.core
+        if msg.term > core.term and msg.frm in core.log.conf().learners:
+            self.ignored_raft += 1
+            return
+        self.node.step(msg)
 
     @property
     def rpc_port(self) -> int:
@@ -512,6 +524,7 @@ class Agent:
                 "snapshots_installed": self.node.stats.snapshots_installed,
                 "rpc_dropped": self.transport.dropped,
                 "rpc_sessions": self.transport.sessions,
+                "raft_ignored_from_learners": self.ignored_raft,
                 "cert_renewals": self.credentials.renewals,
             },
         }

@@ -40,7 +40,7 @@ from cryptography import x509
 from stack.ca import authority
 from stack.codec import encode_message
 from stack.net.tls import probe_context
-from stack.raft.types import VoteRequest
+from stack.raft.types import AppendResponse, VoteRequest
 
 pytestmark = pytest.mark.slow
 
@@ -199,6 +199,15 @@ def test_authorise_by_role(request: pytest.FixtureRequest, tmp_path: Path) -> No
         c.send(vote_request(c1_id, n1_id, term + 1000))
         assert c.read(timeout=10) == frames, "an answer to a client's Raft message"
         assert c.closed, "a client certificate's Raft message left the connection open"
+
+    # A learner's reply (a message type c1 may send) with a term far above the
+    # leader's is dropped: a client node cannot depose the leader.
+    with RpcConn(n1.addr, as_c1) as c:
+        reply = AppendResponse(c1_id, n1_id, term + 1000, 1)
+        c.send(hello(c1_id, cid) + rpc_frame(RAFT, encode_message(reply)))
+        assert c.read(frames=1)[0] == (HELLO, [n1_id, cid])
+    time.sleep(1.0)
+    assert n1.status()["term"] < term + 1000 and n1.status()["role"] == "leader"
 
     # c1's certificate with another node's id in the HELLO: refused at HELLO.
     assert refused_at_hello(n1, as_c1, n2_id, cid), "a HELLO not matching the certificate"
