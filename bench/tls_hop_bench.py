@@ -75,6 +75,8 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
+    except asyncio.CancelledError:
+        pass  # server.close(): end normally (3.11 logs a cancelled handler's traceback)
     finally:
         writer.close()
 

@@ -491,16 +491,17 @@ def wait_leader(nodes: Sequence[Node], timeout: float = LEADER_TIMEOUT) -> Node:
                       f"one leader agreed by {[n.name for n in nodes]}")  # fmt: skip
 
 
-def wait_voters(nodes: Sequence[Node], voters: Sequence[Node],
-                timeout: float = FORM_TIMEOUT) -> None:  # fmt: skip
-    """Until every node in `nodes` lists exactly `voters` as the Raft voters."""
+def wait_voters(nodes: Sequence[Node], voters: Sequence[Node], timeout: float = FORM_TIMEOUT,
+                *, learners: Sequence[Node] = ()) -> None:  # fmt: skip
+    """Until every node in `nodes` lists exactly `voters` as the Raft voters (and
+    `learners` as the learners)."""
     want = {v.name for v in voters}
 
     def ok() -> bool:
         for n in nodes:
             peers = n.peers()
             have = {p["name"] for p in peers if p["raft"] == "voter"}
-            if have != want or len(peers) != len(want):
+            if have != want or len(peers) != len(want) + len(learners):
                 raise AssertionError(f"{n.name} sees peers {peers}")
         return True
 

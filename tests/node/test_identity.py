@@ -390,6 +390,9 @@ def test_ca_rotation(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     h = Harness(request, tmp_path)
     nodes = h.three_nodes(extra=ttl)
     n1, n2, _ = nodes
+    # A client node too: it renews through the leader, not by signing itself.
+    c1 = h.node("c1", join=[n1], extra=[*ttl, "--no-server"]).start()
+    c1.wait_up()
     old_root = cli_ok(n1, "ca", "root").encode()
     assert n1.request("GET", "/v1/ca/root", auth=False).body == old_root
     assert all(leaf(n).issuer_fingerprint_hint == ski_hex(old_root) for n in nodes)
@@ -421,6 +424,8 @@ def test_ca_rotation(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         new_ski = ski_hex(new_root)
         wait_until(lambda: all(leaf(n).issuer_fingerprint_hint == new_ski for n in nodes), 60,
                    "every node's certificate to be issued by the new root", 0.5)  # fmt: skip
+        wait_until(lambda: leaf(c1).issuer_fingerprint_hint == new_ski, 60,
+                   "the client node's certificate to move to the new root", 0.5)  # fmt: skip
         wait_until(lambda: writers.acked_count() > mark, FORM_TIMEOUT, "writes after rotating")
 
         # A newcomer joins with the current token, which names the new root.
@@ -428,7 +433,7 @@ def test_ca_rotation(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         assert token.split(".")[1] == authority.fingerprint(new_root), token
         n4 = h.node("n4", join=[n2], extra=[*ttl, "--token", token]).start()
         everyone = [*nodes, n4]
-        wait_voters(everyone, everyone)
+        wait_voters(everyone, everyone, learners=[c1])
         assert leaf(n4).issuer_fingerprint_hint == new_ski
 
         # The old root retires once everything it signed has expired.
@@ -452,4 +457,8 @@ def test_ca_rotation(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     index = leader.put("after/restart", b"ok")
     wait_caught_up(n2, index)
     assert n2.get("after/restart").body == b"ok"
+    # The client node kept replicating through the rotation and the retirement.
+    wait_caught_up(c1, index)
+    assert c1.get("after/restart", stale=True).body == b"ok"
+    assert leaf(c1).role == "client"
     writers.check(wait_leader(everyone))
