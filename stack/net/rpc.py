@@ -223,7 +223,11 @@ class RpcServer:
         return port
 
     async def start(self, host: str, port: int = DEFAULT_PORT) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port, ssl=self._ssl)
+        # A stalled handshake is dropped as fast as a missing HELLO would be.
+        timeout = self._hello_timeout if self._ssl is not None else None
+        self._server = await asyncio.start_server(
+            self._handle, host, port, ssl=self._ssl, ssl_handshake_timeout=timeout
+        )
 
     async def close(self) -> None:
         if self._server is not None:
