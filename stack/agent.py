@@ -67,7 +67,9 @@ def build_registry() -> CommandRegistry:
 
 # Methods a node in no cluster may call (it has no certificate yet), and methods
 # only server certificates may call.
-OPEN_METHODS = frozenset({"cluster.join", "cluster.discover", "cluster.ca"})
+OPEN_METHODS = frozenset(
+    {"cluster.join", "cluster.discover", "cluster.ca", "cluster.join_refused"}
+)
 SERVER_METHODS = frozenset({"seal.share", "cluster.conf_change", "cluster.transfer"})
 
 

@@ -6,6 +6,7 @@ transport dials from (the replicated `nodes` table).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import secrets
@@ -179,6 +180,14 @@ class Membership:
         )
         roots = [bytes(r) for r in probe["roots"]]
         if not hmac.compare_digest(bytes(probe["proof"]), join_proof(secret, nonce, roots)):
+            # The secret is not sent to a server that does not know it; the cluster is
+            # only told that someone failed, so its side of the story is in its log.
+            with contextlib.suppress(RpcError, OSError):
+                await a.transport.request_addr(
+                    host, port, "cluster.join_refused",
+                    {"name": a.ident.name, "reason": "join token does not match this cluster"},
+                    5.0, cluster_id="", tls=tls.probe_context(),
+                )  # fmt: skip
             raise ConfigError(
                 f"join token refused: the cluster at {addr} does not know this token's "
                 "secret (wrong or replaced token?)"
@@ -421,6 +430,11 @@ class Membership:
             }
         if method == "cluster.join":
             return await self._handle_join(body)
+        if method == "cluster.join_refused":
+            name = str(body.get("name", ""))[:64] if isinstance(body, dict) else ""
+            log.warning("join refused: a node tried a join token this cluster does not know "
+                        "(wrong or replaced token)", node=name)  # fmt: skip
+            return None
         if method == "cluster.conf_change":
             if not isinstance(body, dict):
                 raise BadRequest("bad conf change")

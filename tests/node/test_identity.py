@@ -297,8 +297,11 @@ def test_join_tokens(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         assert rc != 0, f"{name} exited {rc}"
         assert why in one_line(n.stderr()), n.stderr()[-2000:]
 
-    # The joiner checks the cluster's proof of the secret before it sends anything.
+    # The joiner checks the cluster's proof of the secret before it sends the
+    # secret; the cluster is told someone failed, so both sides say so.
     refused("wrong", f"stack1.{fp}.{'x' * len(secret)}", "join token refused")
+    wait_until(lambda: "a node tried a join token this cluster does not know" in n1.stderr(),
+               FORM_TIMEOUT, "n1 to log the refused join")  # fmt: skip
 
     # The leader checks the secret it is sent (asked directly, without a certificate).
     def join_with(secret: str, rid: int) -> list[Any]:
