@@ -14,7 +14,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from stack.raft.types import (
     ConfChange,
     ConfChangeType,
     ConfState,
+    Entry,
+    EntryType,
     HardState,
     Role,
     Snapshot,
@@ -44,7 +46,8 @@ from stack.raft.types import (
 )
 from stack.state import ca, register_substrate_commands, tokens
 from stack.state import seal as sealstate
-from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.commands import ApplyContext, Command, CommandRegistry, WriteResult
+from stack.state.errors import CorruptEntry
 from stack.state.fsm import FSM
 from stack.unseal import Unsealer
 from stack.vault import seal as sealing
@@ -67,9 +70,7 @@ def build_registry() -> CommandRegistry:
 
 # Methods a node in no cluster may call (it has no certificate yet), and methods
 # only server certificates may call.
-OPEN_METHODS = frozenset(
-    {"cluster.join", "cluster.discover", "cluster.ca", "cluster.join_refused"}
-)
+OPEN_METHODS = frozenset({"cluster.join", "cluster.discover", "cluster.ca", "cluster.join_refused"})
 SERVER_METHODS = frozenset({"seal.share", "cluster.conf_change", "cluster.transfer"})
 
 
@@ -143,7 +144,7 @@ class Agent:
             if mode == "join":
                 await self.membership.join_cluster()
             elif self._bootstrap_snapshot is None:
-                self.bootstrap(owner=True)
+                self.bootstrap()
             if self._rpc_started:
                 # Discovery stayed served while we joined, so the others could count
                 # us; now the listener becomes the mutual-TLS one.
@@ -232,6 +233,26 @@ class Agent:
             return
         self.node.step(msg)
 
+    def unapplied_tail(self) -> list[Entry]:
+        """Entries we hold past what we applied. After a full stop nothing commits
+        until a leader exists, and the persisted commit index may lag the log:
+        start-up duties that must not wait for a leader read from here."""
+        raft_log = self.node.core.log
+        lo, hi = self.node.applied + 1, raft_log.last_index()
+        if hi < lo or lo < raft_log.first_index():
+            return []
+        return raft_log.slice(lo, hi, 1 << 30)
+
+    def commands_in(self, entries: Iterable[Entry]) -> Iterator[Command]:
+        """The well-formed commands among `entries` (no-ops, configuration changes
+        and undecodable payloads skipped)."""
+        for entry in entries:
+            if entry.type is EntryType.NORMAL and entry.data:
+                try:
+                    yield self.registry.decode(entry.data, entry.index)
+                except CorruptEntry:
+                    continue
+
     @property
     def rpc_port(self) -> int:
         return self.rpc.port if self._rpc_started else self.cfg.rpc_port
@@ -244,12 +265,12 @@ class Agent:
     def http_port(self) -> int:
         return int(self.http.port) if self.http is not None else self.cfg.http_port
 
-    def bootstrap(self, *, owner: bool, join_secret: str = "") -> None:
+    def bootstrap(self, *, join_secret: str = "") -> None:
         """A new cluster with this node as its one voter: the CA, the seal, the root
         token and the configuration, written together as the genesis snapshot at
-        index 1 (all or nothing). The recovery shares and the join token are
-        printed once and never stored."""
-        assert owner
+        index 1, last, so a crash before it leaves a fresh data dir that bootstraps
+        anew (overwriting the files written before). The recovery shares and the
+        join token are printed once and never stored."""
         me = self.ident.id
         cluster_id = secrets.token_hex(8)
         self.ident = self.ident.with_cluster(cluster_id)
@@ -282,12 +303,12 @@ class Agent:
             assert spec is not None
             spec.apply(ctx, cmd.body)
         self.store.advance(1)
-        snap = Snapshot(SnapshotMeta(1, 1, ConfState(voters=frozenset({me}))), self.fsm.snapshot())
-        self._genesis_hard_state = HardState(term=1, vote=0, commit=1)
-        self.storage.save(snapshot=snap, hard_state=self._genesis_hard_state)
-        self._bootstrap_snapshot = snap
         identity.save(Path(self.cfg.data_dir), self.ident)
         self._save_root_token(self.root_token)
+        snap = Snapshot(SnapshotMeta(1, 1, ConfState(voters=frozenset({me}))), self.fsm.snapshot())
+        self._genesis_hard_state = HardState(term=1, vote=0, commit=1)
+        self.storage.save(snapshot=snap, hard_state=self._genesis_hard_state)  # the commit point
+        self._bootstrap_snapshot = snap
         self._bootstrap_lines = [
             f"root token: {self.root_token}",
             f"join token: {self.credentials.join_token()}",

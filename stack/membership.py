@@ -24,9 +24,8 @@ from stack.errors import BadRequest, ConfigError, NoLeader, NotFound
 from stack.net import tls
 from stack.net.rpc import AuthError, RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
-from stack.raft.types import ConfChange, ConfChangeType, EntryType, Role
+from stack.raft.types import ConfChange, ConfChangeType, Role
 from stack.state import ca, nodes, tombstones
-from stack.state.errors import CorruptEntry
 from stack.state.tombstones import TombstoneGC
 
 if TYPE_CHECKING:
@@ -75,21 +74,14 @@ class Membership:
         shares and to answer their votes. Only peers the store has no address for:
         once applied, the store is the address book again."""
         a = self.agent
-        raft_log = a.node.core.log
-        lo, hi = a.node.applied + 1, raft_log.last_index()
-        if hi < lo or lo < raft_log.first_index():
-            return
         known = {int(n.id) for n in nodes.list_nodes(a.store)[0] if n.address}
         found: dict[int, str] = {}
-        for entry in raft_log.slice(lo, hi, 1 << 30):
-            if entry.type is not EntryType.NORMAL or not entry.data:
-                continue
-            try:
-                cmd = a.registry.decode(entry.data, entry.index)
-                if cmd.type_id == nodes.NODE_REGISTER:
+        for cmd in a.commands_in(a.unapplied_tail()):
+            if cmd.type_id == nodes.NODE_REGISTER:
+                try:
                     found[int(cmd.body["id"])] = str(cmd.body["address"])
-            except (CorruptEntry, TypeError, KeyError, ValueError):
-                continue
+                except (TypeError, KeyError, ValueError):
+                    continue
         for nid, address in found.items():
             if nid != a.ident.id and nid not in known and address:
                 host, port = parse_hostport(address, 7481)
@@ -263,7 +255,7 @@ class Membership:
                 chosen = dict(sorted(known.items())[: cfg.bootstrap_expect])
                 owner = min(chosen)
                 if owner == me:
-                    self.agent.bootstrap(owner=True, join_secret=secret)
+                    self.agent.bootstrap(join_secret=secret)
                     log.info("bootstrapped; the other expected servers join", servers=len(chosen))
                     return
                 if me in chosen:

@@ -21,10 +21,9 @@ from stack.errors import BadRequest, Sealed, StackError
 from stack.net.rpc import RpcError
 from stack.net.tls import write_private
 from stack.raft.errors import RaftError
-from stack.raft.types import Entry, EntryType, Role
+from stack.raft.types import Entry, Role
 from stack.state import ca
 from stack.state import seal as sealstate
-from stack.state.errors import CorruptEntry
 from stack.vault import seal as sealing
 from stack.vault.seal import Seal, SealError
 
@@ -95,34 +94,23 @@ class Unsealer:
         last re-key. Epoch rows are self-checking (a combined key must match the
         row's check value, and only a leader holding the root key could write
         one), so reading them from the log before they are applied is safe."""
-        a = self.agent
-        log_ = a.node.core.log
-        lo, hi = a.node.applied + 1, log_.last_index()
-        tail = log_.slice(lo, hi, 1 << 30) if hi >= lo and lo >= log_.first_index() else []
-        return self.rows_with(tail)
+        return self.rows_with(self.agent.unapplied_tail())
 
     def rows_with(self, entries: Iterable[Entry]) -> list[dict[str, Any]]:
-        a = self.agent
-        rows = sealstate.epochs(a.store)
-        for entry in entries:
-            if entry.type is not EntryType.NORMAL or not entry.data:
-                continue
+        rows = sealstate.epochs(self.agent.store)
+        for cmd in self.agent.commands_in(entries):
             try:
-                cmd = a.registry.decode(entry.data, entry.index)
                 if cmd.type_id == sealstate.SEAL_EPOCH:
                     rows.append(sealstate.validate_epoch(cmd.body))
                 elif cmd.type_id == sealstate.SEAL_KEYRING and isinstance(cmd.body, dict):
                     # A keyring rotation not applied yet: the same epoch, newer keyring.
                     base = next((r for r in rows if r["epoch"] == cmd.body.get("epoch")), None)
                     if base is not None and isinstance(cmd.body.get("keyring"), bytes):
+                        version = int(cmd.body["version"])
                         rows.append(
-                            dict(
-                                base,
-                                keyring=cmd.body["keyring"],
-                                keyring_version=int(cmd.body["version"]),
-                            )
+                            dict(base, keyring=cmd.body["keyring"], keyring_version=version)
                         )
-            except (CorruptEntry, TypeError, KeyError, ValueError):
+            except (TypeError, KeyError, ValueError):
                 continue
         return rows
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from stack.api.app import AGENT
-from stack.api.native.operator import _json_body
+from stack.api.native.operator import json_body
 from stack.errors import BadRequest
 from stack.state import ca
 
@@ -51,7 +51,7 @@ async def rotate_join(request: web.Request) -> web.Response:
 
 
 async def unseal(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     key = body.get("key")
     if not isinstance(key, str) or not key:
         raise BadRequest('give one recovery share as {"key": "..."}')

@@ -11,7 +11,7 @@ from stack.api.app import AGENT
 from stack.errors import BadRequest
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
@@ -30,7 +30,7 @@ async def peers(request: web.Request) -> web.Response:
 
 
 async def remove_peer(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     ident = body.get("id") or body.get("name") or request.query.get("id")
     if not isinstance(ident, str) or not ident:
         raise BadRequest('give the peer as {"id": ...} or {"name": ...}')
@@ -39,7 +39,7 @@ async def remove_peer(request: web.Request) -> web.Response:
 
 
 async def transfer_leader(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     to = body.get("to")
     if to is not None and not isinstance(to, str):
         raise BadRequest("to must be a node id or name")
