@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -318,6 +319,7 @@ class Credentials:
         return {"chain": chain}
 
 
+@functools.lru_cache(maxsize=8)
 def _ski_hex(cert_pem: bytes) -> str:
     cert = x509.load_pem_x509_certificate(cert_pem)
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value

@@ -74,6 +74,8 @@ class NodeTls:
         self._server: ssl.SSLContext | None = None
         self._client: ssl.SSLContext | None = None
         self._https: ssl.SSLContext | None = None
+        self._roots: list[bytes] | None = None  # what ca.crt holds, once read
+        self._leaf: NodeCertInfo | None = None  # node.crt's leaf, once parsed
 
     @property
     def has_cert(self) -> bool:
@@ -113,6 +115,7 @@ class NodeTls:
         # whose root is not yet in ca.crt.
         write_private(self._roots_path, b"".join(roots))
         write_private(self._chain_path, b"".join(chain))
+        self._roots, self._leaf = roots, None
         for ctx in (self._server, self._client):
             if ctx is not None:
                 self._load_chain(ctx)
@@ -124,16 +127,21 @@ class NodeTls:
             self._load_chain(self._https)
 
     def roots(self) -> list[bytes]:
-        return split_pem_chain(self._roots_path.read_bytes())
+        if self._roots is None:  # read once, then kept in step by install()
+            self._roots = split_pem_chain(self._roots_path.read_bytes())
+        return list(self._roots)
 
     def chain(self) -> bytes:
         return self._chain_path.read_bytes()
 
     def leaf_info(self) -> NodeCertInfo:
+        if self._leaf is not None:
+            return self._leaf
         chain = split_pem_chain(self.chain())
         if not chain:
             raise CertError(f"{self._chain_path} holds no certificate")
-        return parse_node_cert(chain[0])
+        self._leaf = parse_node_cert(chain[0])
+        return self._leaf
 
     def server_context(self) -> ssl.SSLContext:
         """For the cluster RPC port. The client certificate is optional: a node without
