@@ -70,7 +70,6 @@ class Credentials:
         self.tls = NodeTls(Path(agent.cfg.data_dir) / "tls")
         self._now = now or (lambda: datetime.now(UTC))
         self._certs: dict[bytes, NodeCertInfo] = {}
-        self._renewing = False
         self.renewals = 0
 
     @property
@@ -103,7 +102,17 @@ class Credentials:
         a = self.agent
         now = self._now()
         root = authority.create_root(cluster_id=cluster_id, now=now)
-        self._issue_own(root, b"", cluster_id, [root.cert_pem])
+        leaf = self._leaf(
+            root,
+            self.own_csr(),
+            node_id=a.ident.id,
+            name=a.ident.name,
+            role=self.own_role,
+            addresses=self.addresses(),
+            cluster_id=cluster_id,
+        )
+        self.tls.install(leaf, [root.cert_pem])
+        self.save_bundle([root.cert_pem])
         barrier = a.barrier
         return {
             "root": {
@@ -116,22 +125,13 @@ class Credentials:
             "gossip": barrier.encrypt(secrets.token_bytes(32), GOSSIP_AAD),
         }
 
-    def _issue_own(self, root: RootCA, cross: bytes, cluster_id: str, roots: list[bytes]) -> None:
+    @property
+    def own_role(self) -> str:
+        return authority.ROLE_SERVER if self.agent.cfg.server else authority.ROLE_CLIENT
+
+    def own_csr(self) -> bytes:
         a = self.agent
-        csr = authority.make_csr(self.tls.key_pem(), node_id=a.ident.id, name=a.ident.name)
-        leaf = authority.sign_node_cert(
-            root,
-            csr,
-            node_id=a.ident.id,
-            name=a.ident.name,
-            role=authority.ROLE_SERVER if a.cfg.server else authority.ROLE_CLIENT,
-            cluster_id=cluster_id,
-            addresses=self.addresses(),
-            now=self._now(),
-            lifetime=self.lifetime,
-        )
-        self.tls.install(leaf + cross, roots)
-        self.save_bundle(roots)
+        return authority.make_csr(self.tls.key_pem(), node_id=a.ident.id, name=a.ident.name)
 
     def node_public_key(self) -> bytes:
         return authority.public_key_pem(self.tls.key_pem())
@@ -162,18 +162,23 @@ class Credentials:
     ) -> bytes:
         """A node certificate chain: the leaf and, after a rotation, the cross-cert."""
         row, root = self._active()
-        leaf = authority.sign_node_cert(
+        leaf = self._leaf(root, csr, node_id=node_id, name=name, role=role,
+                          addresses=addresses, cluster_id=self.agent.ident.cluster_id)  # fmt: skip
+        return leaf + row.cross
+
+    def _leaf(self, root: RootCA, csr: bytes, *, node_id: int, name: str, role: str,
+              addresses: list[str], cluster_id: str) -> bytes:  # fmt: skip
+        return authority.sign_node_cert(
             root,
             csr,
             node_id=node_id,
             name=name,
             role=role,
-            cluster_id=self.agent.ident.cluster_id,
+            cluster_id=cluster_id,
             addresses=addresses,
             now=self._now(),
             lifetime=self.lifetime,
         )
-        return leaf + row.cross
 
     def roots(self) -> list[bytes]:
         return [r.cert for r in ca.roots(self.agent.store)]
@@ -257,39 +262,28 @@ class Credentials:
                     log.info("retired CA root", gen=r.gen)
 
     async def renew(self) -> None:
+        """Called only from the upkeep loop, so never twice at once."""
         a = self.agent
-        if self._renewing:
-            return
-        self._renewing = True
-        try:
-            csr = authority.make_csr(self.tls.key_pem(), node_id=a.ident.id, name=a.ident.name)
-            if a.cfg.server and not a.barrier.sealed:
-                role = authority.ROLE_SERVER
-                chain = self.sign(
-                    csr,
-                    node_id=a.ident.id,
-                    name=a.ident.name,
-                    role=role,
-                    addresses=self.addresses(),
-                )
-            else:
-                leader = a.node.leader
-                if not leader:
-                    return
-                reply = await a.transport.request(
-                    leader, "ca.renew", {"csr": csr, "addresses": self.addresses()}, 10.0
-                )
-                chain = bytes(reply["chain"])
-            self.tls.install(chain, self.roots() or self.tls.roots())
-            self.renewals += 1
-            info = self.tls.leaf_info()
-            log.info(
-                "node certificate renewed",
-                serial=hex(info.serial)[:18],
-                not_after=info.not_after.isoformat(),
+        csr = self.own_csr()
+        if a.cfg.server and not a.barrier.sealed:
+            chain = self.sign(csr, node_id=a.ident.id, name=a.ident.name, role=self.own_role,
+                              addresses=self.addresses())  # fmt: skip
+        else:
+            leader = a.node.leader
+            if not leader:
+                return
+            reply = await a.transport.request(
+                leader, "ca.renew", {"csr": csr, "addresses": self.addresses()}, 10.0
             )
-        finally:
-            self._renewing = False
+            chain = bytes(reply["chain"])
+        self.tls.install(chain, self.roots() or self.tls.roots())
+        self.renewals += 1
+        info = self.tls.leaf_info()
+        log.info(
+            "node certificate renewed",
+            serial=hex(info.serial)[:18],
+            not_after=info.not_after.isoformat(),
+        )
 
     # ------------------------------------------------------------ RPC
     def handle_ca_probe(self, body: Any) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stack.vault import sealcrypto, shamir
 from stack.vault.barrier import (
     Barrier,
-    DecryptError,
     Keyring,
     check_value,
     new_root_key,
@@ -385,7 +384,6 @@ def _combine_checked(shares: list[bytes], need: int, check: bytes) -> bytes | No
 
 
 __all__ = [
-    "DecryptError",
     "Genesis",
     "Rekey",
     "Seal",
