@@ -2,9 +2,15 @@
 
 A sealed blob is::
 
-    version (1 byte, = 1) | key id (4 bytes) | nonce (12 bytes) | ciphertext + tag (16 bytes)
+    version (1 byte, = 2) | key id (4 bytes) | sent at (8 bytes) | nonce (12 bytes)
+    | ciphertext + tag (16 bytes)
 
-The key id is the first 4 bytes of sha256(key). `seal` always uses the primary
+The key id is the first 4 bytes of sha256(key); "sent at" is the sender's wall
+clock in milliseconds since the epoch, big-endian, authenticated with the key id.
+When `open` is given the receiver's time it refuses a blob sent more than
+`REPLAY_WINDOW` seconds away from it ("stale") or one it has already opened within
+that window ("replay": the nonce is remembered), so a captured packet cannot be
+played back to resurrect or bury a member. `seal` always uses the primary
 key; `open` uses whichever installed key the id names, so a ring can rotate keys
 without a flag day: install the new key everywhere, `use` it everywhere, then
 `remove` the old one everywhere. Between steps every member can still read every
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -26,19 +34,28 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stack.gossip.errors import GossipError
 
-VERSION = 1
+VERSION = 2
 KEY_SIZE = 32
 KEY_ID_SIZE = 4
+TIME_SIZE = 8
 NONCE_SIZE = 12
 TAG_SIZE = 16
-HEADER_SIZE = 1 + KEY_ID_SIZE + NONCE_SIZE
+AAD_SIZE = 1 + KEY_ID_SIZE + TIME_SIZE
+HEADER_SIZE = AAD_SIZE + NONCE_SIZE
 OVERHEAD = HEADER_SIZE + TAG_SIZE
 """Bytes `seal` adds to the plaintext."""
+REPLAY_WINDOW = 60.0
+"""Seconds a sealed blob stays acceptable (either side of the receiver's clock);
+also how long its nonce is remembered. Member clocks must agree this closely."""
+MAX_REMEMBERED = 1 << 20
+"""Nonces remembered at most; past that the oldest are forgotten early."""
+
+_TIME = struct.Struct(">Q")
 
 
 class PacketRejected(GossipError):
     """A sealed blob could not be opened. `reason` is one of "short", "version",
-    "unknown_key", "auth" (a stable label, fit for counting)."""
+    "unknown_key", "auth", "stale", "replay" (a stable label, fit for counting)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -60,27 +77,36 @@ def _check_key(key: bytes) -> bytes:
 class GossipKeyring:
     """Installed keys by id, one of them primary (used to seal)."""
 
-    def __init__(self, keys: Sequence[bytes], primary: bytes) -> None:
+    def __init__(
+        self, keys: Sequence[bytes], primary: bytes, *, window: float = REPLAY_WINDOW
+    ) -> None:
         self._keys: dict[bytes, tuple[bytes, AESGCM]] = {}
         for k in keys:
             self.install(k)
         self.install(primary)
         self._primary = key_id(_check_key(primary))
+        self.window = window
+        self._seen: set[bytes] = set()
+        self._seen_order: deque[tuple[float, bytes]] = deque()
 
     # ---- sealing ----------------------------------------------------------------
 
-    def seal(self, plaintext: bytes, rand: Callable[[int], bytes] = os.urandom) -> bytes:
-        """Encrypt and authenticate `plaintext` under the primary key."""
+    def seal(
+        self, plaintext: bytes, now: float = 0.0, rand: Callable[[int], bytes] = os.urandom
+    ) -> bytes:
+        """Encrypt and authenticate `plaintext` under the primary key, stamped with
+        `now` (wall-clock seconds since the epoch)."""
         kid = self._primary
         aead = self._keys[kid][1]
         nonce = rand(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise ValueError("rand returned a nonce of the wrong size")
-        header = bytes([VERSION]) + kid + nonce
-        return header + aead.encrypt(nonce, plaintext, header[: 1 + KEY_ID_SIZE])
+        aad = bytes([VERSION]) + kid + _TIME.pack(max(0, int(now * 1000)))
+        return aad + nonce + aead.encrypt(nonce, plaintext, aad)
 
-    def open(self, blob: bytes | bytearray | memoryview) -> bytes:
-        """Decrypt a blob from `seal` under any installed key; raises `PacketRejected`."""
+    def open(self, blob: bytes | bytearray | memoryview, now: float | None = None) -> bytes:
+        """Decrypt a blob from `seal` under any installed key; raises `PacketRejected`.
+        With `now` (the receiver's wall clock), also refuse stale and replayed blobs."""
         data = bytes(blob)
         if len(data) < OVERHEAD:
             raise PacketRejected("short")
@@ -90,11 +116,27 @@ class GossipKeyring:
         entry = self._keys.get(kid)
         if entry is None:
             raise PacketRejected("unknown_key")
-        nonce = data[1 + KEY_ID_SIZE : HEADER_SIZE]
+        nonce = data[AAD_SIZE:HEADER_SIZE]
         try:
-            return entry[1].decrypt(nonce, data[HEADER_SIZE:], data[: 1 + KEY_ID_SIZE])
+            plaintext = entry[1].decrypt(nonce, data[HEADER_SIZE:], data[:AAD_SIZE])
         except InvalidTag:
             raise PacketRejected("auth") from None
+        if now is not None:
+            (sent_ms,) = _TIME.unpack_from(data, 1 + KEY_ID_SIZE)
+            self._check_fresh(sent_ms / 1000, nonce, now)
+        return plaintext
+
+    def _check_fresh(self, sent: float, nonce: bytes, now: float) -> None:
+        # Checked only after authentication, so garbage cannot fill the memory.
+        if abs(now - sent) > self.window:
+            raise PacketRejected("stale")
+        order = self._seen_order
+        while order and (order[0][0] <= now or len(order) >= MAX_REMEMBERED):
+            self._seen.discard(order.popleft()[1])
+        if nonce in self._seen:
+            raise PacketRejected("replay")
+        self._seen.add(nonce)
+        order.append((now + 2 * self.window, nonce))
 
     # ---- rotation ---------------------------------------------------------------
 

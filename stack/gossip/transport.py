@@ -9,7 +9,7 @@ u32 big-endian length then that many bytes, at most `MAX_FRAME`.
 Every datagram and frame body is ``keyring.seal(codec.encode(messages))``.
 Anything received that does not open or decode is dropped and counted in
 `rejected` by reason ("short", "version", "unknown_key", "auth", "decode",
-"oversize", "truncated"); nothing received is ever raised, and each reason is
+"oversize", "truncated", "stale", "replay"); nothing received is ever raised, and each reason is
 logged at most once a minute.
 
 A push-pull arriving over TCP is handed to the core with the connection's peer
@@ -21,7 +21,7 @@ The run loop calls `core.tick(clock())`, sends `core.packets()`, and sleeps
 until `core.next_deadline()` or until a packet arrives. Received packets are fed
 to the core (`core.receive`) as they arrive, on the event loop thread, and
 what the core produced is sent at once. The transport never reads
-`core.events()`: that is the agent's.
+`core.events()`: that is the host's, in `on_flush`.
 
 Addresses are "host:port" with an IP address (or "[v6]:port"); host names are
 not resolved asynchronously.
@@ -92,12 +92,19 @@ class GossipTransport:
         bind: str,
         port: int,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
         self.keyring = keyring
         self.bind = bind
         self.port = port
         self.clock = clock
+        self.wall = wall  # stamps sealed packets; receivers refuse stale and replayed ones
+        self.received = 0
+        """Datagrams and frames that opened and decoded."""
+        self.on_flush: Callable[[], None] | None = None
+        """Called after every call into the core (tick or receive) and the sends it
+        produced: where the host reads `core.events()`."""
         self.rejected: dict[str, int] = {}
         """Received datagrams/frames dropped, by reason."""
         self.send_errors = 0
@@ -178,6 +185,8 @@ class GossipTransport:
                 self._spawn(self._send_stream(p))
             else:
                 self._send_datagram(p)
+        if self.on_flush is not None:
+            self.on_flush()
         return replies
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -188,11 +197,13 @@ class GossipTransport:
     # ---- sealing ----------------------------------------------------------------
 
     def _seal(self, messages: tuple[Message, ...]) -> bytes:
-        return self.keyring.seal(encode(messages))
+        return self.keyring.seal(encode(messages), self.wall())
 
     def _open(self, blob: bytes) -> list[Message] | None:
         try:
-            return decode(self.keyring.open(blob))
+            messages = decode(self.keyring.open(blob, self.wall()))
+            self.received += 1
+            return messages
         except PacketRejected as exc:
             self._reject(exc.reason)
         except DecodeError:

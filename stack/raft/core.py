@@ -225,10 +225,8 @@ class Raft:
         if self._pending_conf_index > self.log.committed:
             raise ProposalDropped("another configuration change is still uncommitted")
         conf = self.log.conf()
-        if cc.type is ConfChangeType.REMOVE_NODE and conf.voters == {cc.node_id}:
-            raise ProposalDropped("cannot remove the last voter")
-        if cc.type is ConfChangeType.ADD_LEARNER and cc.node_id in conf.voters:
-            raise ProposalDropped("cannot demote a voter to learner; remove it first")
+        if cc.type is not ConfChangeType.ADD_VOTER and conf.voters == {cc.node_id}:
+            raise ProposalDropped("cannot remove or demote the last voter")
         index = self._append_entry(EntryType.CONF_CHANGE, cc.encode())
         self._pending_conf_index = index
         return index

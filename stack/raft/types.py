@@ -69,8 +69,10 @@ class ConfState:
             learners.discard(cc.node_id)
             voters.add(cc.node_id)
         elif cc.type is ConfChangeType.ADD_LEARNER:
-            if cc.node_id not in voters:
-                learners.add(cc.node_id)
+            # Also demotes a voter: one voter leaves the quorum, as with a removal,
+            # so a single-step change stays safe; the node keeps replicating.
+            voters.discard(cc.node_id)
+            learners.add(cc.node_id)
         else:
             voters.discard(cc.node_id)
             learners.discard(cc.node_id)

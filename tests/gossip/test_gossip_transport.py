@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from stack.gossip.codec import encode
 from stack.gossip.config import GossipConfig
 from stack.gossip.core import Gossip
 from stack.gossip.keyring import GossipKeyring
 from stack.gossip.suspicion import suspicion_timeout
 from stack.gossip.transport import GossipTransport
-from stack.gossip.types import EventKind, MemberEvent, State
+from stack.gossip.types import EventKind, MemberEvent, Ping, State
 
 CFG = GossipConfig.local()
 KEY = b"k" * 32
@@ -127,16 +128,19 @@ async def test_garbage_and_wrong_key_are_counted(ring3: Ring) -> None:
     target = ring3.nodes[0]
     host, port = target.bind, target.port
     wrong = GossipKeyring([b"w" * 32], b"w" * 32)
-    other_version = bytearray(target.keyring.seal(b"\x90"))
+    other_version = bytearray(target.keyring.seal(b"\x90", time.time()))
     other_version[0] = 9
-    bad_body = target.keyring.seal(b"\xc1 not msgpack")
+    # A real ping from n1, captured and played back: refused once it was seen.
+    ping = target.keyring.seal(encode((Ping(10**6, "n0", "n1"),)), time.time())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.79", 0))
         for _ in range(5):
             s.sendto(b"\x00garbage", (host, port))
-            s.sendto(wrong.seal(b"\x90"), (host, port))
+            s.sendto(wrong.seal(b"\x90", time.time()), (host, port))
             s.sendto(bytes(other_version), (host, port))
-            s.sendto(bad_body, (host, port))
+            s.sendto(target.keyring.seal(b"\xc1 not msgpack", time.time()), (host, port))
+            s.sendto(target.keyring.seal(b"\x90", time.time() - 3600), (host, port))
+            s.sendto(ping, (host, port))
     # A stream: an oversize frame header, and a wrong-key frame.
     r, w = await asyncio.open_connection(host, port)
     w.write((1 << 21).to_bytes(4, "big"))
@@ -149,7 +153,15 @@ async def test_garbage_and_wrong_key_are_counted(ring3: Ring) -> None:
     await w.drain()
     assert await r.read() == b""
     w.close()
-    want = {"short": 5, "unknown_key": 6, "version": 5, "decode": 5, "oversize": 1}
+    want = {
+        "short": 5,
+        "unknown_key": 6,
+        "version": 5,
+        "decode": 5,
+        "oversize": 1,
+        "stale": 5,
+        "replay": 4,
+    }
     await ring3.wait(lambda: target.rejected == want, 5.0)
     # Membership unaffected, and the ring keeps working.
     await asyncio.sleep(3 * CFG.probe_interval)
