@@ -20,11 +20,20 @@ from typing import Any
 
 import structlog
 
-from stack import identity
+from stack import identity, substrate
 from stack.api.app import start_http
+from stack.autopilot import Autopilot
 from stack.config import AgentConfig, remember
 from stack.credentials import Credentials
-from stack.errors import BadRequest, ConfigError, NoLeader, NotFound, Sealed, StackError
+from stack.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    NoLeader,
+    NotFound,
+    StackError,
+    Unavailable,
+)
 from stack.membership import Membership
 from stack.net.rpc import PeerTransport, RpcError, RpcServer
 from stack.raft.config import RaftConfig
@@ -44,6 +53,7 @@ from stack.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from stack.ring import Ring
 from stack.state import ca, register_substrate_commands, tokens
 from stack.state import seal as sealstate
 from stack.state.commands import ApplyContext, Command, CommandRegistry, WriteResult
@@ -71,7 +81,9 @@ def build_registry() -> CommandRegistry:
 # Methods a node in no cluster may call (it has no certificate yet), and methods
 # only server certificates may call.
 OPEN_METHODS = frozenset({"cluster.join", "cluster.discover", "cluster.ca", "cluster.join_refused"})
-SERVER_METHODS = frozenset({"seal.share", "cluster.conf_change", "cluster.transfer"})
+SERVER_METHODS = frozenset(
+    {"seal.share", "cluster.conf_change", "cluster.transfer", "gossip.rotate"}
+)
 
 
 class Agent:
@@ -102,6 +114,8 @@ class Agent:
         self.ignored_raft = 0  # messages from learners with a term above ours
         self.credentials = Credentials(self)
         self.unsealer = Unsealer(self)
+        self.ring = Ring(self)
+        self.autopilot = Autopilot(self)
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -158,6 +172,7 @@ class Agent:
                 "was it copied without its tls directory?"
             )
         await self._start_rpc(tls=True)
+        await self.ring.start()
 
         if cfg.server and self.barrier.sealed:
             self.unsealer.unseal_locally(st.entries)
@@ -189,6 +204,8 @@ class Agent:
 
         self.http = await start_http(self)
         self._spawn(self.membership.run(mode))
+        self._spawn(self.ring.run())
+        self._spawn(self.autopilot.run())
         self._spawn(self.unsealer.run())
         self._spawn(self.credentials.run())
         log.info(
@@ -351,6 +368,7 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.http is not None:
             await self.http.close()
+        await self.ring.stop()
         await self.node.stop()
         await self.rpc.close()
         await self.transport.close()
@@ -420,7 +438,7 @@ class Agent:
                     # The leader may have committed it before the connection dropped.
                     raise OutcomeUnknown(f"forwarded write: {e.message}") from None
                 if e.code not in ("not_leader", "dropped", "no_leader", "unavailable"):
-                    raise _from_rpc(e) from None
+                    raise from_rpc(e) from None
             except RETRYABLE:
                 pass
             if time.monotonic() + delay > deadline:
@@ -447,7 +465,7 @@ class Agent:
                 return index
             except RpcError as e:
                 if e.code not in ("not_leader", "no_leader", "unavailable", "connection_lost"):
-                    raise _from_rpc(e) from None
+                    raise from_rpc(e) from None
             except RETRYABLE:
                 pass
             except TimeoutError:
@@ -479,6 +497,16 @@ class Agent:
                 if self.barrier.sealed:
                     return await self._to_leader(method, body)
                 return self.credentials.handle_ca_probe(body)
+            if method == "gossip.keyring":
+                if self.barrier.sealed or not self.cfg.server:
+                    raise RpcError("unavailable", "sealed or client node; ask another server")
+                return self.ring.handle_keyring_request()
+            if method == "gossip.rotate":
+                if self.node.role is not Role.LEADER:
+                    raise RpcError("not_leader", str(self.node.leader))
+                return await self.ring.rotate()
+            if method == "substrate.report":
+                return substrate.report(self)
             if method == "ca.renew":
                 if self.barrier.sealed or not self.cfg.server:
                     raise RpcError("unavailable", "sealed or client node; ask the leader")
@@ -496,8 +524,10 @@ class Agent:
             raise RpcError("unavailable", "timed out") from None
         except BadRequest as e:
             raise RpcError("bad_request", str(e)) from None
-        except (Sealed, NoLeader) as e:
+        except (Unavailable, NoLeader) as e:
             raise RpcError("unavailable", str(e)) from None
+        except Conflict as e:
+            raise RpcError("conflict", str(e)) from None
         except NotFound as e:
             raise RpcError("not_found", str(e)) from None
 
@@ -537,6 +567,7 @@ class Agent:
             "sealed": self.barrier.sealed,
             "seal": self.unsealer.status(),
             "members": members,
+            "ring": self.ring.stats(),
             "stats": {
                 "readies": self.node.stats.readies,
                 "syncs": self.node.stats.syncs,
@@ -578,11 +609,15 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _from_rpc(e: RpcError) -> StackError:
+def from_rpc(e: RpcError) -> StackError:
     if e.code == "bad_request":
         return BadRequest(e.message)
     if e.code == "not_found":
         return NotFound(e.message)
+    if e.code == "conflict":
+        return Conflict(e.message)
+    if e.code == "unavailable":
+        return Unavailable(e.message)
     if e.code == "outcome_unknown":
         return StackError(f"outcome unknown: {e.message}")
     return StackError(f"{e.code}: {e.message}")

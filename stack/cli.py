@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +27,13 @@ raft_app = typer.Typer(no_args_is_help=True, help="Raft peers.")
 kv_app = typer.Typer(no_args_is_help=True, help="The cluster key/value table (not for secrets).")
 ca_app = typer.Typer(no_args_is_help=True, help="The cluster's one certificate authority.")
 token_app = typer.Typer(no_args_is_help=True, help="Join tokens.")
+keyring_app = typer.Typer(no_args_is_help=True, help="The gossip ring's keyring.")
 operator_app.add_typer(raft_app, name="raft")
 app.add_typer(operator_app, name="operator")
 app.add_typer(kv_app, name="kv")
 app.add_typer(ca_app, name="ca")
 app.add_typer(token_app, name="token")
+app.add_typer(keyring_app, name="keyring")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -50,6 +53,16 @@ def up(
     datacenter: Annotated[str | None, typer.Option(help="Datacenter name.")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP API port.")] = None,
     rpc_port: Annotated[int | None, typer.Option(help="Cluster RPC port.")] = None,
+    gossip_port: Annotated[int | None, typer.Option(help="Gossip ring port (UDP+TCP).")] = None,
+    gossip_profile: Annotated[
+        str | None, typer.Option(help="Ring timing: lan (default), wan or local.")
+    ] = None,
+    dead_server_grace: Annotated[
+        float | None, typer.Option(help="Seconds a server is dead before leaving the voters.")
+    ] = None,
+    min_quorum: Annotated[
+        int | None, typer.Option(help="Autopilot never takes the voters below this.")
+    ] = None,
     join: Annotated[list[str] | None, typer.Option(help="HOST:PORT of a member to join.")] = None,
     retry_join: Annotated[
         list[str] | None, typer.Option(help="HOST:PORT of servers to find (repeat).")
@@ -80,6 +93,10 @@ def up(
         "datacenter": datacenter,
         "http_port": http_port,
         "rpc_port": rpc_port,
+        "gossip_port": gossip_port,
+        "gossip_profile": gossip_profile,
+        "dead_server_grace": dead_server_grace,
+        "min_quorum": min_quorum,
         "join": join or None,
         "retry_join": retry_join or None,
         "bootstrap_expect": bootstrap_expect,
@@ -143,13 +160,21 @@ def _tls_context(addr: str) -> ssl.SSLContext | None:
         raise typer.Exit(1) from None
 
 
-def _call(addr: str, token: str, method: str, path: str, body: bytes | None = None) -> Any:
+def _call(
+    addr: str,
+    token: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    timeout: float = 30.0,
+) -> Any:
     req = urllib.request.Request(addr.rstrip("/") + path, data=body, method=method)
     tok = _token(token)
     if tok:
         req.add_header("Authorization", f"Bearer {tok}")
     try:
-        with urllib.request.urlopen(req, timeout=30, context=_tls_context(addr)) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=_tls_context(addr)) as resp:
             raw = resp.read()
             ctype = resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
@@ -173,8 +198,18 @@ def _print_json(data: Any) -> None:
 
 # ================================================================ status and members
 @app.command()
-def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
+def status(
+    addr: AddrOpt = DEFAULT_ADDR,
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
+    substrate: Annotated[
+        bool, typer.Option("--substrate", help="Count Raft groups, rings, CAs and keys.")
+    ] = False,
+) -> None:
     """This node's view of the cluster."""
+    if substrate:
+        _substrate(addr, token, as_json)
+        return
     st = _call(addr, token, "GET", "/v1/status")
     if as_json:
         _print_json(st)
@@ -205,19 +240,39 @@ def status(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt 
 
 
 def _members_table(members: list[dict[str, Any]]) -> None:
-    t = Table("name", "id", "address", "dc", "raft", "leader", "match", "status")
+    t = Table("name", "id", "address", "dc", "role", "ring", "raft", "leader", "match", "status")
     for m in members:
         t.add_row(
             m["name"],
             m["id"],
             m["address"],
             m["datacenter"],
+            m.get("role", ""),
+            m.get("ring", ""),
             m["raft"],
             "*" if m["leader"] else "",
             str(m["match_index"] or ""),
             m["status"],
         )
     console.print(t)
+
+
+def _substrate(addr: str, token: str, as_json: bool) -> None:
+    data = _call(addr, token, "GET", "/v1/sys/substrate")
+    if as_json:
+        _print_json(data)
+        return
+    c, ref = data["counts"], data["hashistack"]
+    t = Table("", "stack (asked every live member)", f"HashiStack ({ref['topology']})")
+    t.add_row("Raft groups", str(c["raft_groups"]), str(ref["raft_groups"]))
+    t.add_row("gossip rings", str(c["gossip_rings"]), str(ref["gossip_rings"]))
+    roots = len(c["root_fingerprints"])
+    t.add_row("CAs", f"{c['cas']} ({roots} root{'s' if roots != 1 else ''})", str(ref["cas"]))
+    t.add_row("gossip keys", str(c["gossip_keys"]), str(ref["gossip_keys"]))
+    console.print(t)
+    console.print(f"members asked: {c['members_asked']}")
+    for u in data["unreachable"]:
+        console.print(f"[yellow]unreachable:[/yellow] {u['name']} ({u['error']})")
 
 
 @app.command()
@@ -365,6 +420,69 @@ def operator_rotate(addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "") -> None:
     """Add a barrier key term; new secrets are encrypted with it."""
     data = _call(addr, token, "POST", "/v1/operator/keyring/rotate")
     console.print(f"keyring term {data['term']} is active")
+
+
+@keyring_app.command("list")
+def keyring_list(
+    addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False
+) -> None:
+    """Gossip key ids in use here, and the keyring version each member advertises."""
+    data = _call(addr, token, "GET", "/v1/operator/gossip/keyring")
+    if as_json:
+        _print_json(data)
+        return
+    console.print(f"version {data['version']}, primary key {data['primary']}")
+    console.print(f"installed: {', '.join(data['keys'])}")
+    t = Table("member", "id", "ring", "keyring version")
+    for m in data["members"]:
+        t.add_row(m["name"], m["id"], m["state"], str(m["keyring_version"]))
+    console.print(t)
+
+
+@keyring_app.command("rotate")
+def keyring_rotate(
+    addr: AddrOpt = DEFAULT_ADDR, token: TokenOpt = "", as_json: JsonOpt = False
+) -> None:
+    """A new gossip key on every member: installed, then used, then the old one
+    removed, each step confirmed by every live member before the next."""
+    import threading
+
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["data"] = _call(
+                addr, token, "POST", "/v1/operator/gossip/keyring/rotate", b"", timeout=240
+            )
+        except typer.Exit as e:
+            result["exit"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    quiet = Console(quiet=True)
+    with (quiet if as_json else console).status("rotating the gossip keyring") as live:
+        while not done.wait(0.5):
+            with contextlib.suppress(typer.Exit):
+                kr = _call(addr, token, "GET", "/v1/operator/gossip/keyring", timeout=5)
+                live_members = [m for m in kr["members"] if m["state"] in ("alive", "suspect")]
+                top = max((m["keyring_version"] for m in live_members), default=0)
+                confirmed = sum(1 for m in live_members if m["keyring_version"] >= top)
+                live.update(
+                    f"rotating the gossip keyring: version {top} confirmed by "
+                    f"{confirmed} of {len(live_members)} live members"
+                )
+    if "exit" in result:
+        raise result["exit"]
+    data = result["data"]
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(
+            f"gossip keyring version {data['version']}: primary key {data['primary']}, "
+            f"key {data['removed']} removed from every live member"
+        )
 
 
 @raft_app.command("recover")

@@ -14,6 +14,8 @@ from stack.errors import ConfigError
 
 DEFAULT_HTTP_PORT = 7480
 DEFAULT_RPC_PORT = 7481
+DEFAULT_GOSSIP_PORT = 7482
+GOSSIP_PROFILES = ("lan", "wan", "local")
 
 
 def default_data_dir() -> Path:
@@ -35,6 +37,14 @@ class AgentConfig:
     datacenter: str = "dc1"
     http_port: int = DEFAULT_HTTP_PORT
     rpc_port: int = DEFAULT_RPC_PORT
+    gossip_port: int = DEFAULT_GOSSIP_PORT
+    # The ring's timing preset (stack/gossip/config.py): lan, wan or local.
+    gossip_profile: str = "lan"
+    # Autopilot: a server dead in the ring this long (seconds) leaves the voters,
+    # never taking them below min_quorum. 30 s rides out a 10 s pause (a stopped
+    # VM, a long GC) plus the ~6 s it takes to be declared dead.
+    dead_server_grace: float = 30.0
+    min_quorum: int = 3
     join: tuple[str, ...] = ()
     retry_join: tuple[str, ...] = ()
     bootstrap_expect: int = 0
@@ -64,7 +74,7 @@ class AgentConfig:
         return host if self.bind in ("127.0.0.1", "0.0.0.0") else f"{host}-{self.bind}"
 
     def validate(self) -> None:
-        for port_name in ("http_port", "rpc_port"):
+        for port_name in ("http_port", "rpc_port", "gossip_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{port_name} must be 0-65535, got {port}")
@@ -83,6 +93,15 @@ class AgentConfig:
             )
         if self.cert_ttl < 10:
             raise ConfigError("cert_ttl must be at least 10 seconds")
+        if self.gossip_profile not in GOSSIP_PROFILES:
+            raise ConfigError(
+                f"gossip_profile must be one of {', '.join(GOSSIP_PROFILES)}: "
+                f"{self.gossip_profile!r}"
+            )
+        if self.dead_server_grace < 0:
+            raise ConfigError("dead_server_grace must be >= 0 seconds")
+        if self.min_quorum < 1:
+            raise ConfigError("min_quorum must be >= 1")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick_ms must be > 0 and election_ticks >= 2")
 
@@ -122,6 +141,10 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return int(value)
+        if "float" in kind:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
         if "Path" in kind:
             return Path(str(value)).expanduser()
         if not isinstance(value, str):
@@ -169,7 +192,16 @@ def from_env(environ: dict[str, str]) -> dict[str, Any]:
 
 
 # What a node remembers about how it was started, so a restart needs only --data-dir.
-REMEMBERED = ("name", "bind", "advertise", "datacenter", "http_port", "rpc_port", "server")
+REMEMBERED = (
+    "name",
+    "bind",
+    "advertise",
+    "datacenter",
+    "http_port",
+    "rpc_port",
+    "gossip_port",
+    "server",
+)
 SETTINGS_FILE = "settings.json"
 
 

@@ -1,6 +1,6 @@
 """Who is in the cluster: joining, bootstrap-expect discovery, self-registration,
-promotion of caught-up learners (a first autopilot), and the address book the
-transport dials from (the replicated `nodes` table).
+and the address book the transport dials from (the replicated `nodes` table).
+The leader's housekeeping (promotions, status from the ring) is `autopilot.py`.
 """
 
 from __future__ import annotations
@@ -19,31 +19,26 @@ from stack import identity
 from stack.ca import authority
 from stack.ca.authority import CertError
 from stack.config import AgentConfig, parse_hostport
-from stack.credentials import GOSSIP_AAD, join_proof, parse_token
+from stack.credentials import join_proof, parse_token
 from stack.errors import BadRequest, ConfigError, NoLeader, NotFound
+from stack.gossip.types import State
 from stack.net import tls
 from stack.net.rpc import AuthError, RpcError
 from stack.raft.errors import NotLeader, ProposalDropped, RaftError
 from stack.raft.types import ConfChange, ConfChangeType, Role
-from stack.state import ca, nodes, tombstones
-from stack.state.tombstones import TombstoneGC
+from stack.ring import KeySet
+from stack.state import ca, nodes
 
 if TYPE_CHECKING:
     from stack.agent import Agent
 
 log = structlog.get_logger("stack.membership")
 
-PROMOTE_LAG = 64  # a learner within this many entries of the leader ...
-PROMOTE_ROUNDS = 3  # ... for this many autopilot rounds in a row is promoted
-AUTOPILOT_INTERVAL = 0.5
-
 
 class Membership:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self._caught_up: dict[int, int] = {}
         self.discovery_known: dict[int, str] = {}  # --bootstrap-expect: servers heard of
-        self.gossip_key: bytes | None = None  # handed over at join (the ring: issue 6)
         self._watch: Any = None
 
     # ------------------------------------------------------------ address book
@@ -95,7 +90,7 @@ class Membership:
                 self.agent.transport.remove_peer(cc.node_id)
                 self.agent.rpc.disconnect(cc.node_id)
                 self.agent.unsealer.removed.add(cc.node_id)  # the leader revokes it
-        self._caught_up.pop(cc.node_id, None)
+        self.agent.autopilot.forget(cc.node_id)
 
     def members(self) -> list[dict[str, Any]]:
         st = self.agent.node.status()
@@ -123,6 +118,7 @@ class Membership:
                     "leader": nid == st.leader,
                     "match_index": prog.match if prog else None,
                     "status": row.status if row else "unknown",
+                    "ring": _ring_name(self.agent.ring.state(nid)),
                 }
             )
         return out
@@ -136,7 +132,7 @@ class Membership:
 
     # ------------------------------------------------------------ background duties
     async def run(self, mode: str) -> None:
-        await asyncio.gather(self._register_self(), self._autopilot())
+        await self._register_self()
 
     async def join_cluster(self) -> None:
         """Join with the token: check the cluster (CA fingerprint, and its proof that
@@ -196,6 +192,7 @@ class Membership:
             "name": a.ident.name,
             "rpc": self.my_rpc(),
             "http": self.my_http(),
+            "gossip": a.ring.address(),
             "datacenter": a.ident.datacenter,
             "server": a.cfg.server,
             "secret": secret,
@@ -223,7 +220,8 @@ class Membership:
         creds.save_bundle([bytes(r) for r in resp["roots"]])
         identity.save(a.cfg.data_dir, a.ident)
         a.set_cluster_id(cluster_id)
-        self.gossip_key = bytes(resp["gossip_key"]) if resp.get("gossip_key") else None
+        a.ring.joined_keys = KeySet.from_wire(resp["gossip"])
+        a.ring.joined_seeds = [str(x) for x in resp.get("gossip_seeds") or []]
         for nid, rpc in resp["peers"]:
             if int(nid) != a.ident.id:
                 h, p = parse_hostport(str(rpc), 7481)
@@ -282,10 +280,11 @@ class Membership:
         delay = 0.1
         while True:
             row, _ = nodes.get_node(a.store, str(a.ident.id))
-            if row is not None and (row.name, row.address, row.http) == (
+            if row is not None and (row.name, row.address, row.http, row.gossip) == (
                 a.ident.name,
                 self.my_rpc(),
                 self.my_http(),
+                a.ring.address(),
             ):
                 return
             if a.ident.cluster_id and a.node.leader:
@@ -297,9 +296,10 @@ class Membership:
                             name=a.ident.name,
                             address=self.my_rpc(),
                             http=self.my_http(),
+                            gossip=a.ring.address(),
                             role="server" if a.cfg.server else "client",
                             datacenter=a.ident.datacenter,
-                            status="alive",
+                            status=row.status if row is not None else "alive",
                         ),
                         timeout=5.0,
                     )
@@ -309,53 +309,6 @@ class Membership:
                     log.debug("self-registration pending", error=str(e))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-    async def _autopilot(self) -> None:
-        gc = TombstoneGC()
-        while True:
-            await asyncio.sleep(AUTOPILOT_INTERVAL)
-            if self.agent.node.role is not Role.LEADER:
-                gc.reset()
-                continue
-            await self._promote_caught_up()
-            await self._reap_tombstones(gc)
-
-    async def _reap_tombstones(self, gc: TombstoneGC) -> None:
-        """Deletes leave tombstones so blocking queries never see an index go backwards;
-        once they are older than any reasonable blocking query, the leader reaps them
-        through the log so every replica drops the same ones."""
-        a = self.agent
-        now = time.monotonic()
-        gc.observe(now, a.node.applied)
-        upto = gc.reap_index(now)
-        oldest = a.store.oldest_tombstone()
-        if upto is not None and oldest is not None and oldest <= upto:
-            try:
-                await a.apply(tombstones.encode_reap(a.registry, upto), timeout=5.0)
-            except (NoLeader, RaftError, RpcError) as e:
-                log.info("tombstone reap deferred", error=str(e))
-
-    async def _promote_caught_up(self) -> None:
-        st = self.agent.node.status()
-        rows = {n.id: n for n in nodes.list_nodes(self.agent.store)[0]}
-        for nid in sorted(st.conf.learners):
-            prog = st.progress.get(nid)
-            row = rows.get(str(nid))
-            if prog is None or row is None or row.role != "server":
-                continue
-            if prog.recent_active and prog.match + PROMOTE_LAG >= st.last_index:
-                self._caught_up[nid] = self._caught_up.get(nid, 0) + 1
-            else:
-                self._caught_up[nid] = 0
-            if self._caught_up[nid] >= PROMOTE_ROUNDS:
-                try:
-                    await self.agent.node.propose_conf_change(
-                        ConfChange(ConfChangeType.ADD_VOTER, nid)
-                    )
-                    log.info("promoted learner to voter", node=row.name, id=nid)
-                except RaftError as e:
-                    log.info("promotion deferred", node=row.name, error=str(e))
-                return  # one change at a time
 
     async def propose_conf_change(self, cc: ConfChange, timeout: float = 10.0) -> int:
         """On the leader, retrying while another change is still uncommitted; forwarded
@@ -448,6 +401,7 @@ class Membership:
         try:
             nid = int(body["id"])
             name, rpc, http = str(body["name"]), str(body["rpc"]), str(body.get("http", ""))
+            gossip_addr = str(body.get("gossip", ""))
             server = bool(body.get("server", True))
             dc = str(body.get("datacenter", "dc1"))
             secret, csr = str(body["secret"]), bytes(body["csr"])
@@ -483,6 +437,7 @@ class Membership:
                 name=name,
                 address=rpc,
                 http=http,
+                gossip=gossip_addr,
                 role="server" if server else "client",
                 datacenter=dc,
                 status="alive",
@@ -492,7 +447,7 @@ class Membership:
             await self.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, nid))
         peers = [[int(n.id), n.address] for n in nodes.list_nodes(a.store)[0]]
         peers.append([a.ident.id, self.my_rpc()])
-        gossip = ca.gossip_key(a.store)
+        seeds = [n.gossip for n in nodes.list_nodes(a.store)[0] if n.gossip and n.id != str(nid)]
         log.info("node joined as learner", node=name, id=nid, role=role)
         return {
             "cluster_id": a.ident.cluster_id,
@@ -500,7 +455,8 @@ class Membership:
             "peers": peers,
             "chain": chain,
             "roots": a.credentials.roots(),
-            "gossip_key": a.barrier.decrypt(gossip, GOSSIP_AAD) if gossip else b"",
+            "gossip": a.ring.decrypt_keys().to_wire(),
+            "gossip_seeds": [a.ring.address(), *seeds],
         }
 
 
@@ -514,6 +470,10 @@ def _server_cert(der: bytes | None) -> None:
         raise AuthError(str(e)) from None
     if info.role != authority.ROLE_SERVER:
         raise AuthError("the join address is not a server")
+
+
+def _ring_name(state: State | None) -> str:
+    return "none" if state is None else state.name.lower()
 
 
 def _with_join(cfg: AgentConfig, addr: str) -> AgentConfig:

@@ -72,7 +72,7 @@ async def _index_header(request: web.Request, response: web.StreamResponse) -> N
 
 
 def make_app(agent: Agent) -> web.Application:
-    from stack.api.native import identity, kv, operator, status
+    from stack.api.native import identity, kv, operator, ring, status
 
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
@@ -83,6 +83,7 @@ def make_app(agent: Agent) -> web.Application:
     kv.add_routes(app)
     operator.add_routes(app)
     identity.add_routes(app)
+    ring.add_routes(app)
     return app
 
 

@@ -189,6 +189,19 @@ def cross_sign(new_root_cert_pem: bytes, old: RootCA, *, now: datetime) -> bytes
     return builder.sign(old_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
+def cross_signed(cross: bytes, root: bytes, issuer: bytes) -> bool:
+    """Whether `cross` certifies `root`'s subject and key and was signed by `issuer`:
+    the link that makes two root generations one CA."""
+    try:
+        c, r, i = _load_cert(cross), _load_cert(root), _load_cert(issuer)
+        if c.subject != r.subject or _spki(c.public_key()) != _spki(r.public_key()):
+            return False
+        c.verify_directly_issued_by(i)
+    except (CertError, ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def root_cluster_id(cert: bytes) -> str:
     """The cluster id a stack root (or its cross-certificate) names in its CN."""
     cn = _common_name(_load_cert(cert))

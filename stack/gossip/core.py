@@ -137,6 +137,10 @@ class Gossip:
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._seq = 0
+        self.suspicions = 0
+        """Members this node started suspecting (counted, for operators and tests)."""
+        self.refutations = 0
+        """Times this node refuted a suspicion or death notice of itself."""
         self._leaving = False
         self._out: list[Packet] = []
         self._events: list[MemberEvent] = []
@@ -402,6 +406,7 @@ class Gossip:
             self._refute(node, m.incarnation)
             return
         self._queue(m)
+        self.suspicions += 1
         node.incarnation = m.incarnation
         node.state = State.SUSPECT
         node.state_change = now
@@ -433,6 +438,7 @@ class Gossip:
 
     def _refute(self, me: _Node, accused: int) -> None:
         me.incarnation = max(me.incarnation, accused) + 1
+        self.refutations += 1
         # Having to defend ourselves is a sign we are slow (Lifeguard).
         self._awareness.apply_delta(1)
         self._queue(Alive(self.name, me.incarnation, me.addr, dict(me.tags)))

@@ -169,6 +169,14 @@ class GossipKeyring:
             raise ValueError("cannot remove the primary key")
         del self._keys[kid]
 
+    def retain(self, keys: Sequence[bytes]) -> None:
+        """Forget every installed key not in `keys` (which must hold the primary)."""
+        keep = {key_id(_check_key(k)) for k in keys}
+        if self._primary not in keep:
+            raise ValueError("cannot remove the primary key")
+        for kid in [k for k in self._keys if k not in keep]:
+            del self._keys[kid]
+
     def key_ids(self) -> list[bytes]:
         """Ids of the installed keys, the primary first, then in install order."""
         return [self._primary, *(k for k in self._keys if k != self._primary)]

@@ -155,6 +155,10 @@ class GossipTransport:
             self._udp.close()
             self._udp = None
 
+    def poke(self) -> None:
+        """Send what the host's own call into the core (join, leave, tags) produced."""
+        self._wake.set()
+
     @property
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()

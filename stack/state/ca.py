@@ -5,7 +5,9 @@ Rows (every private value is barrier ciphertext, built by the leader):
                    signed by the previous one), "retire_after": unix seconds or 0}
   "active"        {"gen"}: the root that signs new certificates
   "join"          {"secret": ct, "version"}: the join token's secret
-  "gossip"        {"key": ct}
+  "gossip"        {"key": ct, "keys": [ct, ...], "primary": i, "version": v}: the
+                  gossip keyring (`key` is keys[primary]; a row from CA_INIT has
+                  only `key`: version 1, that one key)
   "revoked/<id>"  {"index"}: a removed node; its certificates are refused
   "nodekey/<id>"  {"pub": PEM}: a node's public key, which seal shares are encrypted to
 
@@ -14,7 +16,8 @@ genesis). CA_ROTATE (8) adds a root generation and makes it active, marking the
 old one to retire after every certificate it signed has expired. CA_RETIRE (9)
 drops a retired generation from the trust bundle. CA_JOIN (12) replaces the join
 secret. CA_REVOKE (13) denies a node id from then on. CA_NODE_KEY (14) records a
-node's public key when it joins.
+node's public key when it joins. CA_GOSSIP_KEYRING (16) replaces the gossip
+keyring, only as the next version (a compare-and-set: one rotation at a time).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ CA_RETIRE = 9
 CA_JOIN = 12
 CA_REVOKE = 13
 CA_NODE_KEY = 14
+CA_GOSSIP_KEYRING = 16
+
+
+@dataclass(frozen=True, slots=True)
+class GossipKeyringRow:
+    keys: list[bytes]  # barrier ciphertexts
+    primary: int  # index into keys
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,7 @@ def register(registry: CommandRegistry) -> None:
     registry.register(CA_JOIN, "ca.join_secret", apply_join)
     registry.register(CA_REVOKE, "ca.revoke", apply_revoke)
     registry.register(CA_NODE_KEY, "ca.node_key", apply_node_key)
+    registry.register(CA_GOSSIP_KEYRING, "ca.gossip_keyring", apply_gossip_keyring)
 
 
 def _root(body: Any) -> dict[str, Any]:
@@ -198,9 +210,39 @@ def join_secret(store: StateStore) -> bytes | None:
     return None if row is None else bytes(row.value["secret"])
 
 
-def gossip_key(store: StateStore) -> bytes | None:
+def gossip_keyring(store: StateStore) -> GossipKeyringRow | None:
     row = store.table(CA_TABLE).get("gossip")
-    return None if row is None else bytes(row.value["key"])
+    if row is None:
+        return None
+    v = row.value
+    keys = [bytes(k) for k in v.get("keys") or [v["key"]]]
+    return GossipKeyringRow(keys, int(v.get("primary", 0)), int(v.get("version", 1)))
+
+
+def encode_gossip_keyring(
+    registry: CommandRegistry, *, keys: list[bytes], primary: int, version: int
+) -> bytes:
+    return registry.encode(
+        CA_GOSSIP_KEYRING, {"keys": keys, "primary": primary, "version": version}
+    )
+
+
+def apply_gossip_keyring(ctx: ApplyContext, body: Any) -> WriteResult:
+    if not isinstance(body, dict):
+        raise TypeError("gossip keyring must be a map")
+    keys, primary, version = body.get("keys"), body.get("primary"), body.get("version")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, bytes) for k in keys):
+        raise TypeError("keys must be a non-empty list of bytes")
+    if type(primary) is not int or not 0 <= primary < len(keys):
+        raise TypeError("primary must index keys")
+    if type(version) is not int:
+        raise TypeError("version must be an int")
+    current = gossip_keyring(ctx.store)
+    if current is None or version != current.version + 1:
+        return WriteResult(False, ctx.index)
+    row = {"key": keys[primary], "keys": keys, "primary": primary, "version": version}
+    ctx.store.table(CA_TABLE).put("gossip", row, ctx.index)
+    return WriteResult(True, ctx.index)
 
 
 def is_revoked(store: StateStore, node_id: int) -> bool:

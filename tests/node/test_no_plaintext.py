@@ -25,10 +25,18 @@ import msgpack
 import pytest
 from cluster import (
     FORM_TIMEOUT,
+    HELLO,
+    REQUEST,
+    RESPONSE,
     RPC_PORT,
     Harness,
     Node,
+    RpcConn,
     allocate_addresses,
+    pack,
+    rpc_frame,
+    run_cli,
+    tls_client,
     wait_caught_up,
     wait_leader,
     wait_until,
@@ -116,6 +124,21 @@ def _node_key_secrets(nodes: list[Node]) -> Secrets:
             key.private_numbers().private_value.to_bytes(32, "big")
         )
     return out
+
+
+def _gossip_keys(node: Node) -> list[bytes]:
+    """The gossip keyring in plaintext, asked for as a member would (mutual TLS with
+    the node's own certificate, RPC `gossip.keyring`): the only way to see it."""
+    st = node.status()
+    with RpcConn(node.addr, tls_client(node.data_dir / "tls")) as c:
+        c.send(rpc_frame(HELLO, pack([int(st["id"]), st["cluster_id"]]))
+               + rpc_frame(REQUEST, pack([1, "gossip.keyring", None])))  # fmt: skip
+        frames = c.read(frames=2)
+    [(_kind, (rid, ok, body))] = [f for f in frames if f[0] == RESPONSE]
+    assert ok is True and rid == 1, frames
+    keys = [bytes(k) for k in body["keys"]]
+    assert keys and all(len(k) == 32 for k in keys)
+    return keys
 
 
 def _assert_not_on_disk(tmp_path: Path, nodes: list[Node], owner: Node, secrets: Secrets) -> None:
@@ -218,6 +241,12 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
     wait_voters(nodes, nodes)
     print(f"three voters after {time.monotonic() - t0:.1f}s")
 
+    # Rotate the gossip keyring, so two gossip keys have been in use.
+    gossip_keys = _gossip_keys(n2)
+    assert run_cli(n1, "keyring", "rotate", timeout=240).returncode == 0
+    gossip_keys += _gossip_keys(n3)
+    assert len(set(gossip_keys)) == 2
+
     # The re-key to more voters removes n1's single-server share file.
     wait_until(lambda: not share_file.exists(), FORM_TIMEOUT, "n1's unseal-share to go")
 
@@ -239,6 +268,11 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
         wait_caught_up(n, index)
     _wait_snapshot_past([n2], before)
     assert n2.runs == 2
+    # A couple more (fewer than a snapshot's worth), so every node also has a log
+    # segment past its last snapshot for the search to cover.
+    index = _write(n1, 2, "c")
+    for n in nodes:
+        wait_caught_up(n, index)
 
     key_secrets = _node_key_secrets(nodes)
     _stop_all(nodes)
@@ -250,6 +284,8 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
         *_forms(epoch1_share), *_forms(epoch1_share[:32])
     ]  # fmt: skip
     secrets.update(key_secrets)
+    for i, key in enumerate(gossip_keys, 1):
+        secrets[f"gossip key {i}"] = _forms(key)
     _assert_not_on_disk(tmp_path, nodes, n1, secrets)
     assert rotated.encode() not in n1.logs[0][0].read_bytes()  # never printed
     _assert_keys_and_modes(tmp_path, nodes, n1)

@@ -66,3 +66,43 @@ def test_malformed_init_is_a_bug_not_a_silent_change(body: object) -> None:
     with pytest.raises((TypeError, AttributeError)):
         ca.apply_init(ApplyContext(1, 1, store), body)
     assert ca.active_root(store) is None
+
+
+def test_gossip_keyring_moves_one_version_at_a_time() -> None:
+    fsm = _fsm()
+    reg = fsm.registry
+    i = iter(range(1, 100))
+    assert ca.gossip_keyring(fsm.store) is None
+    fsm.apply(next(i), 1, ca.encode_init(reg, root=_root(1), join_secret=b"j", gossip_key=b"g1"))
+    assert ca.gossip_keyring(fsm.store) == ca.GossipKeyringRow([b"g1"], 0, 1)
+
+    def put(keys: list[bytes], primary: int, version: int) -> bool:
+        cmd = ca.encode_gossip_keyring(reg, keys=keys, primary=primary, version=version)
+        return fsm.apply(next(i), 1, cmd).ok  # type: ignore[attr-defined, no-any-return]
+
+    assert put([b"g1", b"g2"], 0, 2)
+    assert not put([b"zz"], 0, 2), "a stale version (a concurrent rotation) changes nothing"
+    assert not put([b"zz"], 0, 4), "nor does skipping one"
+    assert put([b"g1", b"g2"], 1, 3)
+    assert put([b"g2"], 0, 4)
+    assert ca.gossip_keyring(fsm.store) == ca.GossipKeyringRow([b"g2"], 0, 4)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        {"keys": [], "primary": 0, "version": 2},
+        {"keys": [b"k"], "primary": 1, "version": 2},
+        {"keys": [b"k"], "primary": 0, "version": "2"},
+        {"keys": ["k"], "primary": 0, "version": 2},
+        {"keys": [b"k"], "primary": True, "version": 2},
+    ],
+)
+def test_malformed_gossip_keyring_is_refused(body: object) -> None:
+    fsm = _fsm()
+    ctx = ApplyContext(1, 1, fsm.store)
+    spec = fsm.registry.lookup(ca.CA_GOSSIP_KEYRING)
+    assert spec is not None
+    with pytest.raises((TypeError, ValueError)):
+        spec.apply(ctx, body)

@@ -68,6 +68,7 @@ def test_substrate_numbers_are_fixed() -> None:
         (3, "kv.delete_tree"),
         (4, "node.register"),
         (6, "state.tombstone_reap"),
+        (15, "node.status"),
     ]
 
 

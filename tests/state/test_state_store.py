@@ -6,7 +6,7 @@ import pytest
 from state_helpers import Log
 
 from stack.state import kv, nodes, tombstones
-from stack.state.commands import WriteResult
+from stack.state.commands import ApplyContext, WriteResult
 from stack.state.errors import IndexRegression
 from stack.state.store import StateStore, prefix_end
 
@@ -167,3 +167,35 @@ def test_node_register_upserts() -> None:
     assert index == 2
     listed, list_index = nodes.list_nodes(log.store)
     assert [n.id for n in listed] == ["n1"] and list_index == 2
+
+
+def test_node_status_changes_only_an_existing_node() -> None:
+    log = Log()
+    reg = log.registry
+    fields = {
+        "id": "n1",
+        "name": "node1",
+        "address": "127.0.0.1:7481",
+        "role": "server",
+        "datacenter": "dc1",
+        "status": "alive",
+        "gossip": "127.0.0.1:7482",
+    }
+    log.apply(nodes.encode_register(reg, **fields))
+    assert log.apply(nodes.encode_status(reg, "n1", "down")) == WriteResult(True, 2)
+    entry, _ = nodes.get_node(log.store, "n1")
+    assert entry is not None and (entry.status, entry.gossip, entry.modify_index) == (
+        "down",
+        "127.0.0.1:7482",
+        2,
+    )
+    # The same status again, or an unknown node: nothing written.
+    assert log.apply(nodes.encode_status(reg, "n1", "down")) == WriteResult(False, 3)
+    assert log.apply(nodes.encode_status(reg, "n9", "down")) == WriteResult(False, 4)
+    assert nodes.get_node(log.store, "n9")[0] is None
+    assert nodes.get_node(log.store, "n1")[0].modify_index == 2  # type: ignore[union-attr]
+    # A status outside the three is refused.
+    spec = reg.lookup(nodes.NODE_STATUS)
+    assert spec is not None
+    with pytest.raises(ValueError):
+        spec.apply(ApplyContext(5, 1, log.store), {"id": "n1", "status": "failed"})

@@ -50,6 +50,7 @@ async def transfer_leader(request: web.Request) -> web.Response:
 async def leave(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     index = await agent.remove_peer(str(agent.ident.id))
+    await agent.ring.leave()
     asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(agent.stop()))
     return web.json_response({"index": index, "left": True})
 
