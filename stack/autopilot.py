@@ -7,7 +7,9 @@ Every round (half a second, or sooner when the ring reports a change) the leader
 2. promotes server learners that are caught up and alive in the ring;
 3. demotes a voter that has been dead in the ring for `dead_server_grace` to a
    learner, never taking the voters below `min_quorum` (so a dead server stops
-   counting in the quorum; it is promoted again once it is back and caught up);
+   counting in the quorum; it is promoted again once it is back and caught up).
+   Raft may veto: a voter that still answers the leader's appends is not demoted,
+   whatever the leader's ring view says;
 4. reaps tombstones old enough that no blocking query can still need them.
 
 One configuration change per round, and only on the leader; a new leader starts
@@ -143,7 +145,12 @@ class Autopilot:
         st = a.node.status()
         now = self.clock()
         for nid in st.conf.voters - {a.ident.id}:
-            if self.ring_verdict(nid) in ("down", "left"):
+            # The ring decides; Raft can only veto. A voter that still answers our
+            # appends is not demoted whatever our ring view says (our own gossip may
+            # be the broken part, e.g. a keyring we failed to update).
+            prog = st.progress.get(nid)
+            answering = prog is not None and prog.recent_active
+            if self.ring_verdict(nid) in ("down", "left") and not answering:
                 self._dead_since.setdefault(nid, now)
             else:
                 self._dead_since.pop(nid, None)
