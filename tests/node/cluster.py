@@ -859,6 +859,21 @@ class RpcConn:
         return read_frames(self.data)
 
 
+def gossip_keys(node: Node) -> list[bytes]:
+    """The node's gossip keyring in plaintext, asked for as a member would (mutual TLS
+    with the node's own certificate, RPC `gossip.keyring`): the only way to see it."""
+    st = node.status()
+    with RpcConn(node.addr, tls_client(node.data_dir / "tls")) as c:
+        c.send(rpc_frame(HELLO, pack([int(st["id"]), st["cluster_id"]]))
+               + rpc_frame(REQUEST, pack([1, "gossip.keyring", None])))  # fmt: skip
+        frames = c.read(frames=2)
+    [(_kind, (rid, ok, body))] = [f for f in frames if f[0] == RESPONSE]
+    assert ok is True and rid == 1, frames
+    keys = [bytes(k) for k in body["keys"]]
+    assert keys and all(len(k) == 32 for k in keys)
+    return keys
+
+
 def rpc_exchange(addr: str, data: bytes, ctx: ssl.SSLContext | None, *,
                  half_close: bool = False, frames: int = 0,
                  timeout: float = 10.0) -> tuple[list[tuple[int, Any]], RpcConn]:  # fmt: skip

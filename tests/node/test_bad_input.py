@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cluster import (
+    GOSSIP_PORT,
     HELLO,
     HTTP_PORT,
     RAFT,
@@ -22,11 +23,16 @@ from cluster import (
     Response,
     RpcConn,
     assert_values,
+    gossip_keys,
     pack,
     rpc_exchange,
+    wait_until,
 )
 from cluster import rpc_frame as frame
 
+from stack.gossip.codec import encode
+from stack.gossip.keyring import GossipKeyring
+from stack.gossip.types import Ping
 from stack.net.tls import probe_context
 
 pytestmark = pytest.mark.slow
@@ -98,6 +104,7 @@ def test_bad_input_is_refused_and_the_node_survives(
         check_operator_json(node)
         check_http_garbage(node)
         check_rpc_garbage(node, cluster_id)
+        check_gossip_garbage(node)
 
         lingering.read(timeout=max(1.0, t_lingering + 25 - time.monotonic()))
         assert lingering.closed, "a half frame held the RPC connection open"
@@ -295,3 +302,44 @@ def check_rpc_garbage(node: Node, cluster_id: str) -> None:
             a, hello + frame(REQUEST, pack([5, "cluster.join", body])), tls, frames=2
         )
         assert len(frames) == 2 and frames[1][1][:2] == [5, False], (body, frames)
+
+
+def check_gossip_garbage(node: Node) -> None:
+    """The gossip port drops, and counts by reason, whatever it cannot open: garbage,
+    another version, an unknown key, a forged tag, a stale or replayed packet, an
+    undecodable body, oversized and truncated frames."""
+    [key] = gossip_keys(node)
+    ring = GossipKeyring([key], key)
+    wrong = GossipKeyring([b"w" * 32], b"w" * 32)
+    now = time.time()
+    ping = ring.seal(encode((Ping(123, node.id, "intruder"),)), now)
+    forged = bytearray(ring.seal(b"\x90", now))
+    forged[-1] ^= 1
+    other_version = bytearray(ring.seal(b"\x90", now))
+    other_version[0] = 9
+    datagrams = [
+        b"\x00garbage",
+        bytes(other_version),
+        wrong.seal(b"\x90", now),
+        bytes(forged),
+        ring.seal(b"\x90", now - 3600),
+        ring.seal(b"\xc1 not msgpack", now),
+        ping,
+        ping,  # the replay
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in datagrams:
+            s.sendto(d, (node.addr, GOSSIP_PORT))
+    got, closed = raw_exchange(node.addr, GOSSIP_PORT, (1 << 30).to_bytes(4, "big"))
+    assert closed and got == b""
+    got, closed = raw_exchange(node.addr, GOSSIP_PORT, (100).to_bytes(4, "big") + b"x" * 10,
+                               half_close=True)  # fmt: skip
+    assert closed and got == b""
+    want = {"short": 1, "version": 1, "unknown_key": 1, "auth": 1, "stale": 1, "decode": 1,
+            "replay": 1, "oversize": 1, "truncated": 1}  # fmt: skip
+
+    def counted() -> bool:
+        rejected = node.status()["ring"]["rejected"]
+        return all(rejected.get(k, 0) >= v for k, v in want.items())
+
+    wait_until(counted, 10, "the gossip port to count every bad packet")

@@ -25,18 +25,12 @@ import msgpack
 import pytest
 from cluster import (
     FORM_TIMEOUT,
-    HELLO,
-    REQUEST,
-    RESPONSE,
     RPC_PORT,
     Harness,
     Node,
-    RpcConn,
     allocate_addresses,
-    pack,
-    rpc_frame,
+    gossip_keys,
     run_cli,
-    tls_client,
     wait_caught_up,
     wait_leader,
     wait_until,
@@ -124,21 +118,6 @@ def _node_key_secrets(nodes: list[Node]) -> Secrets:
             key.private_numbers().private_value.to_bytes(32, "big")
         )
     return out
-
-
-def _gossip_keys(node: Node) -> list[bytes]:
-    """The gossip keyring in plaintext, asked for as a member would (mutual TLS with
-    the node's own certificate, RPC `gossip.keyring`): the only way to see it."""
-    st = node.status()
-    with RpcConn(node.addr, tls_client(node.data_dir / "tls")) as c:
-        c.send(rpc_frame(HELLO, pack([int(st["id"]), st["cluster_id"]]))
-               + rpc_frame(REQUEST, pack([1, "gossip.keyring", None])))  # fmt: skip
-        frames = c.read(frames=2)
-    [(_kind, (rid, ok, body))] = [f for f in frames if f[0] == RESPONSE]
-    assert ok is True and rid == 1, frames
-    keys = [bytes(k) for k in body["keys"]]
-    assert keys and all(len(k) == 32 for k in keys)
-    return keys
 
 
 def _assert_not_on_disk(tmp_path: Path, nodes: list[Node], owner: Node, secrets: Secrets) -> None:
@@ -242,10 +221,10 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
     print(f"three voters after {time.monotonic() - t0:.1f}s")
 
     # Rotate the gossip keyring, so two gossip keys have been in use.
-    gossip_keys = _gossip_keys(n2)
+    used_gossip_keys = gossip_keys(n2)
     assert run_cli(n1, "keyring", "rotate", timeout=240).returncode == 0
-    gossip_keys += _gossip_keys(n3)
-    assert len(set(gossip_keys)) == 2
+    used_gossip_keys += gossip_keys(n3)
+    assert len(set(used_gossip_keys)) == 2
 
     # The re-key to more voters removes n1's single-server share file.
     wait_until(lambda: not share_file.exists(), FORM_TIMEOUT, "n1's unseal-share to go")
@@ -284,7 +263,7 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
         *_forms(epoch1_share), *_forms(epoch1_share[:32])
     ]  # fmt: skip
     secrets.update(key_secrets)
-    for i, key in enumerate(gossip_keys, 1):
+    for i, key in enumerate(used_gossip_keys, 1):
         secrets[f"gossip key {i}"] = _forms(key)
     _assert_not_on_disk(tmp_path, nodes, n1, secrets)
     assert rotated.encode() not in n1.logs[0][0].read_bytes()  # never printed
