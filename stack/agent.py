@@ -432,7 +432,7 @@ class Agent:
                     raise NoLeader("no leader")
                 remaining = max(deadline - time.monotonic(), 0.01)
                 body = await self.transport.request(leader, "raft.apply", data, remaining)
-                return WriteResult(bool(body["ok"]), int(body["index"]))
+                return WriteResult(bool(body["ok"]), int(body["index"]), body.get("data"))
             except RpcError as e:
                 if e.code == "connection_lost":
                     # The leader may have committed it before the connection dropped.
@@ -486,7 +486,7 @@ class Agent:
                 result = await self.node.propose(body)
                 if not isinstance(result, WriteResult):
                     raise RpcError("internal", "command returned no result")
-                return {"ok": result.ok, "index": result.index}
+                return {"ok": result.ok, "index": result.index, "data": result.data}
             if method == "raft.read_index":
                 if self.node.role is not Role.LEADER:
                     raise RpcError("not_leader", str(self.node.leader))

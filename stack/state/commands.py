@@ -49,10 +49,13 @@ class ApplyContext:
 class WriteResult:
     """The outcome of a write command. `ok=False` is an expected, deterministic
     outcome (a check-and-set that did not match), never an error. `index` is the
-    log index at which the command was applied."""
+    log index at which the command was applied. `data` is an optional msgpack-able
+    answer for the caller (e.g. the version a secret write created, or why a
+    check failed); it crosses the forwarding RPC unchanged."""
 
     ok: bool
     index: int
+    data: Any = None
 
 
 ApplyFn = Callable[[ApplyContext, Any], object]
