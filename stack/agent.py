@@ -54,14 +54,17 @@ from stack.raft.types import (
     SnapshotMeta,
 )
 from stack.ring import Ring
-from stack.state import ca, register_substrate_commands, tokens
+from stack.state import acl, ca, register_substrate_commands, tokens
+from stack.state import audit as auditstate
 from stack.state import seal as sealstate
+from stack.state import secrets as secretsstate
 from stack.state.commands import ApplyContext, Command, CommandRegistry, WriteResult
 from stack.state.errors import CorruptEntry
 from stack.state.fsm import FSM
 from stack.unseal import Unsealer
 from stack.vault import seal as sealing
 from stack.vault.barrier import Barrier
+from stack.vault.service import SecretsService
 
 log = structlog.get_logger("stack.agent")
 
@@ -75,6 +78,9 @@ def build_registry() -> CommandRegistry:
     tokens.register(registry)
     ca.register(registry)
     sealstate.register(registry)
+    acl.register(registry)
+    secretsstate.register(registry)
+    auditstate.register(registry)
     return registry
 
 
@@ -105,6 +111,7 @@ class Agent:
         self.transport: PeerTransport
         self.membership: Membership
         self.http: Any = None
+        self.vault_http: Any = None
         self.root_token: str | None = None
         self._bootstrap_snapshot: Snapshot | None = None
         self.barrier = Barrier()
@@ -116,6 +123,7 @@ class Agent:
         self.unsealer = Unsealer(self)
         self.ring = Ring(self)
         self.autopilot = Autopilot(self)
+        self.secrets = SecretsService(self)
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -203,9 +211,14 @@ class Agent:
             await self.node.run_op(lambda c: c.campaign())
 
         self.http = await start_http(self)
+        if cfg.vault_port >= 0:
+            from stack.api.compat import vault as vault_api
+
+            self.vault_http = await start_http(self, vault_api.make_app(self), cfg.vault_port)
         self._spawn(self.membership.run(mode))
         self._spawn(self.ring.run())
         self._spawn(self.autopilot.run())
+        self._spawn(self.secrets.run())
         self._spawn(self.unsealer.run())
         self._spawn(self.credentials.run())
         log.info(
@@ -312,6 +325,15 @@ class Agent:
                 accessor="root",
                 policies=["root"],
             ),
+            # Vault's dev default: a KV v2 engine at secret/.
+            secretsstate.encode_mount_enable(
+                reg,
+                "secret/",
+                version=2,
+                now=time.time(),
+                accessor="kv_" + secrets.token_hex(4),
+                description="key/value secret storage",
+            ),
         ]
         ctx = ApplyContext(1, 1, self.store)
         for data in commands:
@@ -368,6 +390,9 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.http is not None:
             await self.http.close()
+        if self.vault_http is not None:
+            await self.vault_http.close()
+        self.secrets.auditing.close()
         await self.ring.stop()
         await self.node.stop()
         await self.rpc.close()
@@ -505,6 +530,8 @@ class Agent:
                 if self.node.role is not Role.LEADER:
                     raise RpcError("not_leader", str(self.node.leader))
                 return await self.ring.rotate()
+            if method == "secrets.request":
+                return await self.secrets.handle_forwarded(body)
             if method == "substrate.report":
                 return substrate.report(self)
             if method == "ca.renew":

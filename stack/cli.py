@@ -54,6 +54,9 @@ def up(
     http_port: Annotated[int | None, typer.Option(help="HTTP API port.")] = None,
     rpc_port: Annotated[int | None, typer.Option(help="Cluster RPC port.")] = None,
     gossip_port: Annotated[int | None, typer.Option(help="Gossip ring port (UDP+TCP).")] = None,
+    vault_port: Annotated[
+        int | None, typer.Option(help="Vault-compatible API port (-1: off).")
+    ] = None,
     gossip_profile: Annotated[
         str | None, typer.Option(help="Ring timing: lan (default), wan or local.")
     ] = None,
@@ -94,6 +97,7 @@ def up(
         "http_port": http_port,
         "rpc_port": rpc_port,
         "gossip_port": gossip_port,
+        "vault_port": vault_port,
         "gossip_profile": gossip_profile,
         "dead_server_grace": dead_server_grace,
         "min_quorum": min_quorum,

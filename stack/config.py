@@ -15,6 +15,7 @@ from stack.errors import ConfigError
 DEFAULT_HTTP_PORT = 7480
 DEFAULT_RPC_PORT = 7481
 DEFAULT_GOSSIP_PORT = 7482
+DEFAULT_VAULT_PORT = 8200
 GOSSIP_PROFILES = ("lan", "wan", "local")
 
 
@@ -38,6 +39,8 @@ class AgentConfig:
     http_port: int = DEFAULT_HTTP_PORT
     rpc_port: int = DEFAULT_RPC_PORT
     gossip_port: int = DEFAULT_GOSSIP_PORT
+    # The Vault-compatible API (hvac, the vault CLI); -1 turns it off.
+    vault_port: int = DEFAULT_VAULT_PORT
     # The ring's timing preset (stack/gossip/config.py): lan, wan or local.
     gossip_profile: str = "lan"
     # Autopilot: a server dead in the ring this long (seconds) leaves the voters,
@@ -74,6 +77,8 @@ class AgentConfig:
         return host if self.bind in ("127.0.0.1", "0.0.0.0") else f"{host}-{self.bind}"
 
     def validate(self) -> None:
+        if not -1 <= self.vault_port <= 65535:
+            raise ConfigError(f"vault_port must be 0-65535 (or -1: off), got {self.vault_port}")
         for port_name in ("http_port", "rpc_port", "gossip_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:
@@ -200,6 +205,7 @@ REMEMBERED = (
     "http_port",
     "rpc_port",
     "gossip_port",
+    "vault_port",
     "server",
 )
 SETTINGS_FILE = "settings.json"

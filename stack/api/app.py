@@ -10,7 +10,6 @@ from aiohttp import web
 
 from stack.api.errors import error_response, status_for
 from stack.errors import Forbidden, Unauthorized
-from stack.state import tokens
 
 if TYPE_CHECKING:
     from stack.agent import Agent
@@ -47,20 +46,53 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return error_response(status, str(e) or type(e).__name__)
 
 
+# Served by the secrets engine, which authenticates and authorises itself (the
+# same check as the Vault-compatible port, on the logical path).
+SERVICE_PREFIXES = ("/v1/secrets/", "/v1/acl/")
+# Paths that also need `sudo` (as Vault's sys/seal, sys/raft and friends do).
+SUDO_PREFIXES = ("operator/", "sys/seal", "sys/unseal")
+
+
+def policy_target(request: web.Request) -> tuple[str, str]:
+    """The ACL path and capability a native request needs: the URL path without
+    `/v1/`, and the capability its method maps to (GET read, or list for a
+    `?recurse`/`?keys` listing; PUT and POST update; DELETE delete)."""
+    path = request.path[len("/v1/") :] if request.path.startswith("/v1/") else request.path
+    method = request.method.upper()
+    if method == "GET" or method == "HEAD":
+        listing = "recurse" in request.query or "keys" in request.query
+        return path, "list" if listing else "read"
+    if method == "DELETE":
+        return path, "delete"
+    if method == "PATCH":
+        return path, "patch"
+    return path, "update"
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every endpoint needs a token except health and status. The secrets engine
-    extends this check with policies; for now the only token is root."""
-    if request.path in OPEN_PATHS:
+    """Every endpoint needs a token allowed by its policies, except health and
+    status (default deny, one ACL system: `stack/vault/policy.py`)."""
+    if request.path in OPEN_PATHS or request.path.startswith(SERVICE_PREFIXES):
         resp: web.StreamResponse = await handler(request)
         return resp
     secret = request_token(request)
     if secret is None:
         raise Unauthorized("missing token: send Authorization: Bearer <token> or X-Stack-Token")
-    info = tokens.lookup(request.app[AGENT].store, secret)
-    if info is None:
-        raise Forbidden("permission denied: unknown token")
-    request["token"] = info
+    authz = request.app[AGENT].secrets.authz
+    token = await authz.authenticate(secret)
+    path, capability = policy_target(request)
+    acl = authz.acl(token)
+    allowed = acl.allowed(path, capability)
+    if not allowed and capability == "update" and request.method.upper() in ("PUT", "POST"):
+        allowed = acl.allowed(path, "create")
+    if allowed and path.startswith(SUDO_PREFIXES):
+        allowed = acl.allowed(path, "sudo")
+    if not allowed:
+        raise Forbidden(f"permission denied: {capability} on {path}")
+    if token.num_uses:
+        await authz.spend_use(token)
+    request["token"] = token
     resp = await handler(request)
     return resp
 
@@ -72,7 +104,7 @@ async def _index_header(request: web.Request, response: web.StreamResponse) -> N
 
 
 def make_app(agent: Agent) -> web.Application:
-    from stack.api.native import identity, kv, operator, ring, status
+    from stack.api.native import identity, kv, operator, ring, secrets, status
 
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
@@ -84,6 +116,7 @@ def make_app(agent: Agent) -> web.Application:
     operator.add_routes(app)
     identity.add_routes(app)
     ring.add_routes(app)
+    secrets.add_routes(app)
     return app
 
 
@@ -96,15 +129,17 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def start_http(agent: Agent) -> HttpServer:
-    runner = web.AppRunner(make_app(agent), access_log=None, handle_signals=False)
+async def start_http(
+    agent: Agent, app: web.Application | None = None, port: int = -1
+) -> HttpServer:
+    """Serve `app` (default: the native API on `http_port`) on the bind address."""
+    runner = web.AppRunner(app or make_app(agent), access_log=None, handle_signals=False)
     await runner.setup()
+    port = agent.cfg.http_port if port < 0 else port
     # HTTPS with the node certificate whenever the API is reachable off this machine.
     ssl_ctx = agent.credentials.tls.https_context() if agent.http_scheme == "https" else None
-    site = web.TCPSite(
-        runner, agent.cfg.bind, agent.cfg.http_port, reuse_address=True, ssl_context=ssl_ctx
-    )
+    site = web.TCPSite(runner, agent.cfg.bind, port, reuse_address=True, ssl_context=ssl_ctx)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else agent.cfg.http_port
+    port = sockets[0].getsockname()[1] if sockets else port
     return HttpServer(runner, int(port))
