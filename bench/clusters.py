@@ -31,6 +31,7 @@ from bench.procs import Child, ProcessSet, check_loopback, ensure_free
 STACK_HTTP_PORT = 17480
 STACK_RPC_PORT = 17481
 STACK_GOSSIP_PORT = 17482
+STACK_VAULT_PORT = 17483
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 _SHORT = aiohttp.ClientTimeout(total=2.0)
@@ -159,6 +160,8 @@ class StackCluster:
             str(STACK_RPC_PORT),
             "--gossip-port",
             str(STACK_GOSSIP_PORT),
+            "--vault-port",
+            str(STACK_VAULT_PORT),
         ]
         if join:
             argv += ["--join", join]

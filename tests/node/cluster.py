@@ -40,6 +40,7 @@ T = TypeVar("T")
 HTTP_PORT = 17480
 RPC_PORT = 17481
 GOSSIP_PORT = 17482
+VAULT_PORT = 17483
 
 # Generous liveness bounds: the test machine is a loaded 2-core box.
 FORM_TIMEOUT = 30.0
@@ -77,7 +78,7 @@ def _candidates(worker: int) -> Iterator[str]:
 
 
 def _ports_free(addr: str) -> bool:
-    for port in (HTTP_PORT, RPC_PORT, GOSSIP_PORT):
+    for port in (HTTP_PORT, RPC_PORT, GOSSIP_PORT, VAULT_PORT):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -216,6 +217,7 @@ class Node:
             "--http-port", str(HTTP_PORT),
             "--rpc-port", str(RPC_PORT),
             "--gossip-port", str(GOSSIP_PORT),
+            "--vault-port", str(VAULT_PORT),
             *self.args,
         ]  # fmt: skip
 

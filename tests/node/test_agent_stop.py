@@ -18,7 +18,7 @@ async def test_concurrent_stops_stop_once(tmp_path: Path) -> None:
     [addr] = allocate_addresses(1)
     cfg = dataclasses.replace(
         AgentConfig(), data_dir=tmp_path / "d", bind=addr, http_port=17480, rpc_port=17481,
-        gossip_port=17482,
+        gossip_port=17482, vault_port=17483,
         config_dir=tmp_path / "cfg",
     )  # fmt: skip
     printed: list[str] = []
