@@ -7,10 +7,7 @@ import contextlib
 import json
 import os
 import signal
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +15,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stack import cli_secrets
 from stack import config as config_mod
+from stack.cli_common import (
+    DEFAULT_ADDR,
+    AddrOpt,
+    JsonOpt,
+    TokenOpt,
+    _call,
+    _print_json,
+    console,
+    err_console,
+)
 from stack.errors import ConfigError, StackError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -26,7 +34,7 @@ operator_app = typer.Typer(no_args_is_help=True, help="Cluster operations.")
 raft_app = typer.Typer(no_args_is_help=True, help="Raft peers.")
 kv_app = typer.Typer(no_args_is_help=True, help="The cluster key/value table (not for secrets).")
 ca_app = typer.Typer(no_args_is_help=True, help="The cluster's one certificate authority.")
-token_app = typer.Typer(no_args_is_help=True, help="Join tokens.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens and join tokens.")
 keyring_app = typer.Typer(no_args_is_help=True, help="The gossip ring's keyring.")
 operator_app.add_typer(raft_app, name="raft")
 app.add_typer(operator_app, name="operator")
@@ -34,13 +42,6 @@ app.add_typer(kv_app, name="kv")
 app.add_typer(ca_app, name="ca")
 app.add_typer(token_app, name="token")
 app.add_typer(keyring_app, name="keyring")
-console = Console()
-err_console = Console(stderr=True)
-
-AddrOpt = Annotated[str, typer.Option("--addr", envvar="STACK_ADDR", help="Node API address.")]
-TokenOpt = Annotated[str, typer.Option("--token", envvar="STACK_TOKEN", help="API token.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DEFAULT_ADDR = "http://127.0.0.1:7480"
 
 
 # ================================================================ stack up
@@ -139,65 +140,6 @@ async def _run_agent(cfg: config_mod.AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(agent.stop(transfer=True)))
     await agent.wait_stopped()
-
-
-# ================================================================ client helpers
-def _token(token: str) -> str:
-    if token:
-        return token
-    path = config_mod.default_config_dir() / "root-token"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _tls_context(addr: str) -> ssl.SSLContext | None:
-    """HTTPS verifies against STACK_CACERT, or the roots the local node saved."""
-    if not addr.startswith("https:"):
-        return None
-    cafile = os.environ.get("STACK_CACERT") or str(config_mod.default_config_dir() / "ca.crt")
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as e:
-        err_console.print(f"[red]error:[/red] cannot load CA bundle {cafile}: {e}")
-        raise typer.Exit(1) from None
-
-
-def _call(
-    addr: str,
-    token: str,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    *,
-    timeout: float = 30.0,
-) -> Any:
-    req = urllib.request.Request(addr.rstrip("/") + path, data=body, method=method)
-    tok = _token(token)
-    if tok:
-        req.add_header("Authorization", f"Bearer {tok}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout, context=_tls_context(addr)) as resp:
-            raw = resp.read()
-            ctype = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        try:
-            msg = "; ".join(json.loads(e.read())["errors"])
-        except (ValueError, KeyError, TypeError):
-            msg = e.reason
-        err_console.print(f"[red]error ({e.code}):[/red] {msg}")
-        raise typer.Exit(1) from None
-    except OSError as e:
-        err_console.print(f"[red]error:[/red] cannot reach {addr}: {e}")
-        raise typer.Exit(1) from None
-    if ctype.startswith("application/json"):
-        return json.loads(raw)
-    return raw
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 # ================================================================ status and members
@@ -534,6 +476,9 @@ def raft_recover(
         f"{', '.join(map(str, sorted(res.voters)))} ({res.entries_replayed} entries folded in). "
         "Start the node, then unseal it with `stack operator unseal` and the recovery shares."
     )
+
+
+cli_secrets.attach(app, token_app)
 
 
 def main() -> None:
