@@ -78,7 +78,8 @@ def test_secrets_tokens_policies_and_audit_from_the_cli(
     auth = json.loads(ok(n1, "token", "create", "--policy", "app-read", "--ttl", "1h", "--json"))
     limited = auth["client_token"]
     assert auth["policies"] == ["app-read", "default"] and auth["lease_duration"] == 3600
-    assert ok(n1, "secrets", "get", "app/db", "--field", "user", "--token", limited).strip() == "app"
+    user = ok(n1, "secrets", "get", "app/db", "--field", "user", "--token", limited)
+    assert user.strip() == "app"
     assert "403" in refused(n1, "secrets", "get", "other/thing", "--token", limited)
     assert "403" in refused(n1, "secrets", "put", "app/db", "x=y", "--token", limited)
     assert "403" in refused(n1, "kv", "put", "cfg", "x", "--token", limited)
