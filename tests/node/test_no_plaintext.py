@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import os
 import signal
 import stat
 import time
@@ -220,6 +222,27 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
     wait_voters(nodes, nodes)
     print(f"three voters after {time.monotonic() - t0:.1f}s")
 
+    # Secrets: KV v2 versions and a KV v1 mount, a child token, and an audit device
+    # (its log is searched too: values and tokens must be HMAC'd there).
+    assert n1.request("PUT", "/v1/secrets/sys/audit/main",
+                      json.dumps({"type": "file", "options": {"file_path": "audit/{node}.log"}})
+                      .encode()).status == 204  # fmt: skip
+    secret_values = [f"kv2-secret-{i}-{os.urandom(6).hex()}" for i in range(3)]
+    for value in secret_values:
+        r = n2.request("PUT", "/v1/secrets/secret/data/app/db",
+                       json.dumps({"data": {"password": value}}).encode())  # fmt: skip
+        assert r.status == 200, r.body
+    r = n1.request("PUT", "/v1/secrets/sys/mounts/legacy",
+                   json.dumps({"type": "kv", "options": {"version": "1"}}).encode())  # fmt: skip
+    assert r.status == 204, r.body
+    v1_value = f"kv1-secret-{os.urandom(6).hex()}"
+    r = n3.request("PUT", "/v1/secrets/legacy/app", json.dumps({"key": v1_value}).encode())
+    assert r.status == 204, r.body
+    r = n1.request("POST", "/v1/acl/token/create", json.dumps({"policies": ["default"]}).encode())
+    assert r.status == 200, r.body
+    child_token = r.json()["auth"]["client_token"]
+    assert n2.request("GET", "/v1/acl/token/self", token=child_token).status == 200
+
     # Rotate the gossip keyring, so two gossip keys have been in use.
     used_gossip_keys = gossip_keys(n2)
     assert run_cli(n1, "keyring", "rotate", timeout=240).returncode == 0
@@ -263,6 +286,10 @@ def test_no_secret_in_any_data_dir_or_log(request: pytest.FixtureRequest, tmp_pa
         *_forms(epoch1_share), *_forms(epoch1_share[:32])
     ]  # fmt: skip
     secrets.update(key_secrets)
+    for i, value in enumerate(secret_values, 1):
+        secrets[f"KV v2 secret value {i}"] = [value.encode()]
+    secrets["KV v1 secret value"] = [v1_value.encode()]
+    secrets["child token"] = [child_token.encode(), child_token.split(".", 1)[1].encode()]
     for i, key in enumerate(used_gossip_keys, 1):
         secrets[f"gossip key {i}"] = _forms(key)
     _assert_not_on_disk(tmp_path, nodes, n1, secrets)
