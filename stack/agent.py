@@ -457,7 +457,14 @@ class Agent:
                     raise NoLeader("no leader")
                 remaining = max(deadline - time.monotonic(), 0.01)
                 body = await self.transport.request(leader, "raft.apply", data, remaining)
-                return WriteResult(bool(body["ok"]), int(body["index"]), body.get("data"))
+                result = WriteResult(bool(body["ok"]), int(body["index"]), body.get("data"))
+                # Read your writes: the caller's next request here sees this one.
+                remaining = max(deadline - time.monotonic(), 0.5)
+                try:
+                    await asyncio.wait_for(self.node.wait_applied(result.index), remaining)
+                except TimeoutError:
+                    log.info("forwarded write committed; not applied here yet", index=result.index)
+                return result
             except RpcError as e:
                 if e.code == "connection_lost":
                     # The leader may have committed it before the connection dropped.

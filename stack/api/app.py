@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("stack.api")
 
 AGENT: web.AppKey[Agent] = web.AppKey("agent")
+# An app may make its own connections from aiohttp's low-level server (the Vault
+# port does, to parse Vault's LIST method, which aiohttp's C parser refuses).
+CONNECTION: web.AppKey[Callable[[web.Server], asyncio.Protocol]] = web.AppKey("connection")
 OPEN_PATHS = frozenset({"/v1/status", "/v1/health", "/v1/sys/seal-status", "/v1/ca/root"})
 MAX_BODY = 1 << 20
 
@@ -124,20 +129,34 @@ def make_app(agent: Agent) -> web.Application:
 class HttpServer:
     runner: web.AppRunner
     port: int
+    listener: asyncio.Server | None = None  # an app with its own CONNECTION factory
 
     async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
+        if self.listener is not None:
+            await self.listener.wait_closed()
 
 
 async def start_http(
     agent: Agent, app: web.Application | None = None, port: int = -1
 ) -> HttpServer:
     """Serve `app` (default: the native API on `http_port`) on the bind address."""
-    runner = web.AppRunner(app or make_app(agent), access_log=None, handle_signals=False)
+    app = app or make_app(agent)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     port = agent.cfg.http_port if port < 0 else port
     # HTTPS with the node certificate whenever the API is reachable off this machine.
     ssl_ctx = agent.credentials.tls.https_context() if agent.http_scheme == "https" else None
+    connection = app.get(CONNECTION)
+    if connection is not None:
+        server = runner.server
+        assert server is not None
+        listener = await asyncio.get_running_loop().create_server(
+            lambda: connection(server), agent.cfg.bind, port, reuse_address=True, ssl=ssl_ctx
+        )
+        return HttpServer(runner, int(listener.sockets[0].getsockname()[1]), listener)
     site = web.TCPSite(runner, agent.cfg.bind, port, reuse_address=True, ssl_context=ssl_ctx)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []

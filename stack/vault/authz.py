@@ -9,9 +9,11 @@ path match.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
-from stack.errors import Forbidden
+from stack.errors import Forbidden, StackError
+from stack.raft.types import Role
 from stack.state import acl as aclstate
 from stack.vault import policy as policylang
 from stack.vault.logical import LogicalError, Operation
@@ -37,6 +39,12 @@ class Authorizer:
         if not secret:
             raise Forbidden(DENIED)
         token = aclstate.lookup_secret(self.store, secret, self.service.clock())
+        if token is None and self.service.agent.node.role is not Role.LEADER:
+            # Made a moment ago through another node? Catch up once, then decide.
+            # (Only misses pay for the round trip to the leader.)
+            with contextlib.suppress(StackError):
+                await self.service.agent.read_barrier()
+            token = aclstate.lookup_secret(self.store, secret, self.service.clock())
         if token is None:
             raise Forbidden(DENIED)
         return token

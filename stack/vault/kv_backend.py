@@ -11,11 +11,14 @@ version it read, so concurrent patches never lose an update.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from stack.errors import Unavailable
 from stack.state import secrets as st
+from stack.state.commands import WriteResult
 from stack.vault import kvdata
 from stack.vault.logical import LogicalError, Operation, Request, Response
 from stack.vault.timefmt import go_duration, parse_duration, rfc3339
@@ -26,6 +29,23 @@ if TYPE_CHECKING:
 
 V2_PREFIXES = ("data/", "metadata/", "delete/", "undelete/", "destroy/", "subkeys/")
 _REASON_STATUS = {st.Refusal.NO_MOUNT: 404}
+# Bounds on numbers a request may carry: versions and counts fit the log's integers,
+# durations stay finite and printable as times.
+MAX_INT = 2**31 - 1
+MAX_DURATION = 2**32
+APPLIED_TIMEOUT = 10.0
+
+
+async def apply_here(agent: Agent, cmd: bytes) -> WriteResult:
+    """Commit `cmd` through the leader and wait until this node has applied it too, so
+    the client's next request here sees its own write (a standby otherwise answers
+    from a store that may not have it yet: a new mount, token or audit device)."""
+    result = await agent.apply(cmd)
+    try:
+        await asyncio.wait_for(agent.node.wait_applied(result.index), APPLIED_TIMEOUT)
+    except TimeoutError:
+        raise Unavailable("the write committed but this node has not applied it yet") from None
+    return result
 
 
 def _aad(mount: st.Mount, path: str) -> bytes:
@@ -45,21 +65,24 @@ def _versions(req: Request) -> list[int]:
         raw = [x for x in raw.split(",") if x.strip()]
     if not isinstance(raw, list) or not raw:
         raise LogicalError(400, "no versions provided")
-    try:
-        out = [int(v) for v in raw]
-    except (TypeError, ValueError):
-        raise LogicalError(400, "versions must be integers") from None
-    if any(v <= 0 for v in out):
-        raise LogicalError(400, "versions must be positive")
+    out = [_as_int(v, "versions") for v in raw]
+    if any(not 0 < v <= MAX_INT for v in out):
+        raise LogicalError(400, f"versions must be between 1 and {MAX_INT}")
     return out
 
 
 def _int_query(req: Request, name: str, default: int = 0) -> int:
-    raw = req.query.get(name, (req.data or {}).get(name, default))
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise LogicalError(400, f"{name} must be an integer") from None
+    out = _as_int(req.query.get(name, (req.data or {}).get(name, default)), name)
+    if abs(out) > MAX_INT:
+        raise LogicalError(400, f"{name} is out of range")
+    return out
+
+
+def _duration(value: Any, name: str) -> float:
+    seconds = parse_duration(value, name)
+    if not 0 <= seconds <= MAX_DURATION:  # also refuses nan and inf
+        raise LogicalError(400, f"{name}: must be between 0 and {MAX_DURATION} seconds")
+    return seconds
 
 
 def _version_meta(info: st.VersionInfo, custom: dict[str, str]) -> dict[str, Any]:
@@ -155,7 +178,7 @@ class KvBackend:
             raise LogicalError(400, str(e)) from None
 
     async def _apply(self, cmd: bytes) -> dict[str, Any]:
-        result = await self.agent.apply(cmd)
+        result = await apply_here(self.agent, cmd)
         if not result.ok:
             raise _refused(result.data)
         return result.data if isinstance(result.data, dict) else {}
@@ -216,13 +239,7 @@ class KvBackend:
             raise LogicalError(400, "options must be an object")
         if "cas" not in options or options["cas"] is None:
             return None
-        try:
-            cas = int(options["cas"])
-        except (TypeError, ValueError):
-            raise LogicalError(400, "options.cas must be an integer") from None
-        if cas < 0:
-            raise LogicalError(400, "options.cas must be >= 0")
-        return cas
+        return _int_field(options["cas"], "options.cas")
 
     async def _put(self, mount: st.Mount, path: str, data: Any, cas: int | None) -> Response:
         ct = self._seal(mount, path, data)
@@ -340,13 +357,16 @@ class KvBackend:
             if "cas_required" in body:
                 kwargs["cas_required"] = _bool_field(body["cas_required"], "cas_required")
             if "delete_version_after" in body:
-                kwargs["delete_version_after"] = parse_duration(
+                kwargs["delete_version_after"] = _duration(
                     body["delete_version_after"], "delete_version_after"
                 )
             if "custom_metadata" in body:
                 custom = body["custom_metadata"]
+                # PATCH removes a key given as null (RFC 7386), as Vault does.
+                removable = (None,) if op is Operation.PATCH else ()
                 if not isinstance(custom, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in custom.items()
+                    isinstance(k, str) and (isinstance(v, str) or v in removable)
+                    for k, v in custom.items()
                 ):
                     raise LogicalError(400, "custom_metadata must map strings to strings")
                 if op is Operation.PATCH:
@@ -413,7 +433,7 @@ class KvBackend:
             if "cas_required" in body:
                 options["cas_required"] = _bool_field(body["cas_required"], "cas_required")
             if "delete_version_after" in body:
-                options["delete_version_after"] = parse_duration(
+                options["delete_version_after"] = _duration(
                     body["delete_version_after"], "delete_version_after"
                 )
             await self._apply(
@@ -454,7 +474,7 @@ class KvBackend:
             if kind == "kv-v2":
                 kind, version = "kv", 2
             elif kind == "kv":
-                version = int(str(options.get("version", "1")) or "1")
+                version = {"1": 1, "2": 2, "": 1}.get(str(options.get("version", "1")), 0)
             else:
                 raise LogicalError(400, f"unsupported secrets engine type {kind!r} (kv, kv-v2)")
             if version not in (1, 2):
@@ -470,7 +490,7 @@ class KvBackend:
                     version=version,
                     now=self.service.clock(),
                     accessor="kv_" + secrets.token_hex(4),
-                    description=str(body.get("description", "")),
+                    description=str(body.get("description") or ""),
                 )
             )
             return Response()
@@ -516,6 +536,14 @@ class KvBackend:
         )
         return Response(warnings=warnings)
 
+    def ui_mount(self, path: str) -> Response:
+        """`GET sys/internal/ui/mounts/<path>`: the mount serving a path, which the
+        vault CLI asks before every `vault kv` command to learn the KV version."""
+        mount = self.mount_for(path)
+        if mount is None:
+            raise LogicalError(404, f"no secrets engine mounted at {path!r}")
+        return Response(data={"path": mount.path, **self._mount_json(mount)})
+
     def _mount_json(self, m: st.Mount) -> dict[str, Any]:
         return {
             "type": m.type,
@@ -528,15 +556,22 @@ class KvBackend:
         }
 
 
-def _int_field(value: Any, name: str) -> int:
-    if isinstance(value, bool):
+def _as_int(value: Any, name: str) -> int:
+    """An int, a whole float or a numeric string (Vault decodes weakly); else 400."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise LogicalError(400, f"{name} must be an integer")
     try:
-        out = int(value)
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         raise LogicalError(400, f"{name} must be an integer") from None
-    if out < 0:
-        raise LogicalError(400, f"{name} must be >= 0")
+
+
+def _int_field(value: Any, name: str) -> int:
+    out = _as_int(value, name)
+    if not 0 <= out <= MAX_INT:
+        raise LogicalError(400, f"{name} must be between 0 and {MAX_INT}")
     return out
 
 

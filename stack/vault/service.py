@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -126,8 +127,14 @@ class SecretsService:
             )
         except RpcError as e:
             if e.code == "logical":
-                status, _, message = e.message.partition(" ")
-                raise LogicalError(int(status) if status.isdigit() else 500, message) from None
+                try:
+                    info = json.loads(e.message)
+                    status, message, data = int(info["status"]), str(info["message"]), info["data"]
+                except (ValueError, KeyError, TypeError):
+                    status, message, data = 500, e.message, None
+                raise LogicalError(
+                    status, message, data if isinstance(data, dict) else None
+                ) from None
             if e.code == "forbidden_token":
                 raise Forbidden(e.message) from None
             from stack.agent import from_rpc
@@ -143,7 +150,8 @@ class SecretsService:
         try:
             resp = await self.handle(req)
         except LogicalError as e:
-            raise RpcError("logical", f"{e.status} {e}") from None
+            detail = {"status": e.status, "message": str(e), "data": e.data}
+            raise RpcError("logical", json.dumps(detail)) from None
         except Forbidden as e:
             raise RpcError("forbidden_token", str(e)) from None
         return resp.to_wire()

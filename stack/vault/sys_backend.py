@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import stack
 from stack.state import acl as aclstate
 from stack.state import audit as auditstate
+from stack.state import secrets as secretsstate
 from stack.vault import policy as policylang
 from stack.vault.auditing import SALT_AAD
+from stack.vault.kv_backend import apply_here
 from stack.vault.logical import LogicalError, Operation, Request, Response
 
 if TYPE_CHECKING:
@@ -29,6 +31,26 @@ BUILTIN_POLICIES = ("root", "default")
 
 def _name(rel: str, prefix: str) -> str:
     return rel[len(prefix) :].strip("/")
+
+
+def _policy_name(name: str) -> str:
+    # Checked before proposing: the log refuses nothing it is given, it stops.
+    if not aclstate.POLICY_NAME.fullmatch(name):
+        raise LogicalError(400, f"invalid policy name {name[:140]!r} (a-z, 0-9, '_', '.', '-')")
+    return name
+
+
+def _code(query: dict[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        code = int(raw)
+    except ValueError:
+        raise LogicalError(400, f"{name} must be an HTTP status code") from None
+    if not 100 <= code <= 599:
+        raise LogicalError(400, f"{name} must be an HTTP status code")
+    return code
 
 
 class SysBackend:
@@ -56,6 +78,8 @@ class SysBackend:
             return self._capabilities(req, token)
         if rel == "mounts" or rel.startswith("mounts/"):
             return await self.service.kv.sys_mounts(rel, req, op)
+        if rel.startswith("internal/ui/mounts/") and op is Operation.READ:
+            return self.service.kv.ui_mount(rel[len("internal/ui/mounts/") :])
         if rel == "audit" or rel.startswith("audit/"):
             return await self._audit(rel, req, op)
         if rel.startswith("audit-hash/"):
@@ -68,6 +92,8 @@ class SysBackend:
         legacy = rel.startswith("policy")
         prefix = "policy" if legacy else "policies/acl"
         name = _name(rel, prefix).lower()
+        if name:
+            _policy_name(name)
         if not name:
             if op not in (Operation.READ, Operation.LIST):
                 raise LogicalError(405, "unsupported operation")
@@ -99,10 +125,11 @@ class SysBackend:
                 policylang.parse_policy(name, text)
             except policylang.PolicyError as e:
                 raise LogicalError(400, f"failed to parse policy: {e}") from None
-            result = await a.apply(
+            result = await apply_here(
+                a,
                 aclstate.encode_policy_set(
                     a.registry, name=name, text=text, now=self.service.clock()
-                )
+                ),
             )
             if not result.ok:
                 raise LogicalError(400, str((result.data or {}).get("error", "refused")))
@@ -110,7 +137,7 @@ class SysBackend:
         if op is Operation.DELETE:
             if name in BUILTIN_POLICIES:
                 raise LogicalError(400, f"cannot delete the {name} policy")
-            await a.apply(aclstate.encode_policy_delete(a.registry, name=name))
+            await apply_here(a, aclstate.encode_policy_delete(a.registry, name=name))
             return Response()
         raise LogicalError(405, "unsupported operation")
 
@@ -164,6 +191,10 @@ class SysBackend:
                 for d in auditstate.devices(a.store)
             }  # fmt: skip
             return Response(data=data)
+        try:
+            secretsstate.validate_path(path)
+        except ValueError as e:
+            raise LogicalError(400, f"invalid audit device path: {e}") from None
         path = path + "/"
         if op in (Operation.CREATE, Operation.UPDATE):
             body = req.data or {}
@@ -179,21 +210,22 @@ class SysBackend:
                 raise LogicalError(400, "file_path must be a file (stdout/discard unsupported)")
             salt = auditstate.salt(a.store)
             salt_ct = salt or a.barrier.encrypt(secrets.token_bytes(32), SALT_AAD)
-            result = await a.apply(
+            result = await apply_here(
+                a,
                 auditstate.encode_enable(
                     a.registry,
                     path=path,
                     type="file",
-                    description=str(body.get("description", "")),
+                    description=str(body.get("description") or ""),
                     options={str(k): str(v) for k, v in options.items()},
                     salt=salt_ct,
-                )
+                ),
             )
             if not result.ok:
                 raise LogicalError(400, str((result.data or {}).get("error", "refused")))
             return Response()
         if op is Operation.DELETE:
-            result = await a.apply(auditstate.encode_disable(a.registry, path))
+            result = await apply_here(a, auditstate.encode_disable(a.registry, path))
             if not result.ok:
                 raise LogicalError(400, str((result.data or {}).get("error", "refused")))
             return Response()
@@ -253,13 +285,13 @@ class SysBackend:
                 "cluster_id": a.ident.cluster_id,
             }
             if sealed:
-                code = int(query.get("sealedcode", 503))
+                code = _code(query, "sealedcode", 503)
             elif self.service.is_active():
-                code = int(query.get("activecode", 200))
-            elif "standbyok" in query and query["standbyok"] != "false":
+                code = _code(query, "activecode", 200)
+            elif query.get("standbyok", "false").lower() not in ("false", "0"):
                 code = 200
             else:
-                code = int(query.get("standbycode", 429))
+                code = _code(query, "standbycode", 429)
             return code, (body if op is Operation.READ else None)
         raise LogicalError(404, f"unsupported path {path}")
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stack.state import acl as aclstate
 from stack.state import tokens
+from stack.vault.kv_backend import apply_here
 from stack.vault.logical import LogicalError, Operation, Request, Response
 from stack.vault.timefmt import parse_duration, rfc3339
 
@@ -27,14 +28,42 @@ SUDO_PATHS = ("create-orphan", "revoke-orphan", "accessors")
 EXPIRE_BATCH = 256
 
 
-def _policies(value: Any) -> list[str] | None:
+# Everything the log's apply functions would refuse by stopping the node (a bad name,
+# a number out of range) is refused here first with a 400.
+
+
+def _policies(value: Any, name: str = "policies") -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
         value = [p.strip() for p in value.split(",") if p.strip()]
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise LogicalError(400, "policies must be a list of names")
-    return [p.strip().lower() for p in value if p.strip()]
+        raise LogicalError(400, f"{name} must be a list of names")
+    out = [p.strip().lower() for p in value if p.strip()]
+    for policy in out:
+        if not aclstate.POLICY_NAME.fullmatch(policy):
+            raise LogicalError(400, f"{name}: invalid policy name {policy[:140]!r}")
+    return out
+
+
+def _role_name(name: str) -> str:
+    if not aclstate.NAME.fullmatch(name):
+        raise LogicalError(400, f"invalid role name {name[:140]!r} (A-Z, a-z, 0-9, '_', '.', '-')")
+    return name
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise LogicalError(400, f"{name} must be an integer")
+    try:
+        out = int(value or 0)
+    except ValueError:
+        raise LogicalError(400, f"{name} must be an integer") from None
+    if not 0 <= out <= aclstate.MAX_SECONDS:
+        raise LogicalError(400, f"{name} must be between 0 and {aclstate.MAX_SECONDS}")
+    return out
 
 
 def _bool(value: Any, name: str, default: bool) -> bool:
@@ -50,7 +79,10 @@ def _bool(value: Any, name: str, default: bool) -> bool:
 def _seconds(body: dict[str, Any], *names: str) -> int:
     for name in names:
         if body.get(name) not in (None, ""):
-            return int(parse_duration(body[name], name))
+            seconds = parse_duration(body[name], name)
+            if not 0 <= seconds <= aclstate.MAX_SECONDS:  # also refuses nan and inf
+                raise LogicalError(400, f"{name} must be between 0 and {aclstate.MAX_SECONDS}s")
+            return int(seconds)
     return 0
 
 
@@ -149,7 +181,7 @@ class TokenBackend:
         return found
 
     async def _apply(self, cmd: bytes) -> dict[str, Any]:
-        result = await self.agent.apply(cmd)
+        result = await apply_here(self.agent, cmd)
         if not result.ok:
             error = (result.data or {}).get("error", "refused")
             raise LogicalError(400, str(error))
@@ -202,7 +234,7 @@ class TokenBackend:
     async def _create(self, rel: str, body: dict[str, Any], parent: Any) -> Response:
         a = self.agent
         authz = self.service.authz
-        role_name = rel.split("/", 1)[1] if rel.startswith("create/") else ""
+        role_name = _role_name(rel.split("/", 1)[1]) if rel.startswith("create/") else ""
         role = aclstate.get_role(a.store, role_name) if role_name else None
         if role_name and role is None:
             raise LogicalError(400, f"unknown role {role_name!r}")
@@ -230,12 +262,7 @@ class TokenBackend:
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
         ):
             raise LogicalError(400, "meta must map strings to strings")
-        try:
-            num_uses = int(body.get("num_uses") or 0)
-        except (TypeError, ValueError):
-            raise LogicalError(400, "num_uses must be an integer") from None
-        if num_uses < 0:
-            raise LogicalError(400, "num_uses must be >= 0")
+        num_uses = _count(body.get("num_uses") or 0, "num_uses")
         secret = tokens.new_secret()
         accessor = secrets.token_hex(12)
         now = self.service.clock()
@@ -285,6 +312,8 @@ class TokenBackend:
     # ------------------------------------------------------------ roles
     async def _roles(self, name: str, req: Request, op: Operation) -> Response:
         a = self.agent
+        if name:
+            _role_name(name)
         if not name:
             if op not in (Operation.LIST, Operation.READ):
                 raise LogicalError(405, "list roles with LIST")
@@ -314,12 +343,22 @@ class TokenBackend:
             )
         if op in (Operation.CREATE, Operation.UPDATE):
             body = req.data or {}
+            suffix = str(body.get("path_suffix") or "")
+            if not aclstate.PATH_SUFFIX.fullmatch(suffix) or ".." in suffix:
+                raise LogicalError(400, f"invalid path_suffix {suffix[:140]!r}")
+            token_type = str(body.get("token_type") or "default-service")
+            if token_type in aclstate.BATCH_TOKEN_TYPES:
+                raise LogicalError(400, "only service tokens are supported (no batch tokens)")
+            if token_type not in aclstate.ROLE_TOKEN_TYPES:
+                raise LogicalError(400, f"invalid token_type {token_type[:140]!r}")
+            allowed = _policies(body.get("allowed_policies"), "allowed_policies")
+            disallowed = _policies(body.get("disallowed_policies"), "disallowed_policies")
             await self._apply(
                 aclstate.encode_role_set(
                     a.registry,
                     name=name,
-                    allowed_policies=_policies(body.get("allowed_policies")) or [],
-                    disallowed_policies=_policies(body.get("disallowed_policies")) or [],
+                    allowed_policies=allowed or [],
+                    disallowed_policies=disallowed or [],
                     orphan=_bool(body.get("orphan"), "orphan", False),
                     renewable=_bool(body.get("renewable"), "renewable", True),
                     token_period=_seconds(body, "token_period", "period"),
@@ -327,8 +366,8 @@ class TokenBackend:
                         body, "token_explicit_max_ttl", "explicit_max_ttl"
                     ),
                     token_ttl=_seconds(body, "token_ttl"),
-                    path_suffix=str(body.get("path_suffix") or ""),
-                    token_type=str(body.get("token_type") or "default-service"),
+                    path_suffix=suffix,
+                    token_type=token_type,
                 )
             )
             return Response()

@@ -2,9 +2,10 @@
 secrets engine, in the shapes hvac and the vault CLI expect.
 
 Every `/v1/<path>` becomes one logical request (`stack/vault/logical.py`):
-GET is a read (a list with `?list=true`), LIST a list, POST and PUT a create or
-update (the engine tells which), PATCH a patch, DELETE a delete. The token comes
-from `X-Vault-Token` (or `Authorization: Bearer`). Answers carry Vault's
+GET and HEAD are a read (a list with `?list=true`), LIST a list (parsed by
+aiohttp's pure-Python HTTP parser: the C one refuses the method), POST and PUT a
+create or update (the engine tells which), PATCH a patch, DELETE a delete. The
+token comes from `X-Vault-Token` (or `Authorization: Bearer`). Answers carry Vault's
 envelope (`request_id`, `lease_id`, `renewable`, `lease_duration`, `data`,
 `wrap_info`, `warnings`, `auth`); errors are `{"errors": [...]}` with Vault's
 status codes. `sys/health`, `sys/seal-status`, `sys/init` and `sys/leader` need
@@ -13,13 +14,18 @@ no token, as in Vault. See docs/compat-vault.md for what is covered.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_parser import HttpRequestParserPy
+from aiohttp.web_protocol import RequestHandler
 
+from stack.api.app import CONNECTION
 from stack.api.errors import status_for
 from stack.errors import BadRequest
 from stack.vault.logical import LogicalError, Operation, Request, Response
@@ -32,13 +38,22 @@ log = structlog.get_logger("stack.api.vault")
 AGENT: web.AppKey[Agent] = web.AppKey("vault-agent")
 MAX_BODY = 1 << 20
 OPEN_PATHS = frozenset({"sys/health", "sys/seal-status", "sys/init", "sys/leader"})
+METHODS = ("GET", "HEAD", "LIST", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _json(body: Any, status: int) -> web.Response:
+    # Exactly "application/json", as Vault sends: hvac reads an error's body (the
+    # errors, and KV v2's metadata of a deleted version) only on that exact type.
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def _errors(status: int, *messages: str, data: Any = None) -> web.Response:
     body: dict[str, Any] = {"errors": [m for m in messages if m]}
     if data is not None:
         body["data"] = data
-    return web.json_response(body, status=status)
+    return _json(body, status)
 
 
 @web.middleware
@@ -73,7 +88,7 @@ def _operation(request: web.Request) -> Operation:
     method = request.method.upper()
     if method == "LIST" or (method == "GET" and request.query.get("list") == "true"):
         return Operation.LIST
-    if method == "GET":
+    if method in ("GET", "HEAD"):
         return Operation.READ
     if method in ("POST", "PUT"):
         return Operation.UPDATE
@@ -81,7 +96,18 @@ def _operation(request: web.Request) -> Operation:
         return Operation.PATCH
     if method == "DELETE":
         return Operation.DELETE
-    raise web.HTTPMethodNotAllowed(method, ["GET", "LIST", "POST", "PUT", "PATCH", "DELETE"])
+    raise web.HTTPMethodNotAllowed(method, list(METHODS))
+
+
+def _path(request: web.Request) -> str:
+    """The logical path; "." and ".." segments and control characters are refused
+    here, before any engine sees them (a client may send them unnormalised)."""
+    path: str = request.match_info["path"].strip("/")
+    if any(seg in (".", "..") for seg in path.split("/")):
+        raise BadRequest(f"invalid path {path!r}: '.' and '..' segments are not allowed")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise BadRequest("invalid path: control characters are not allowed")
+    return path
 
 
 async def _data(request: web.Request) -> dict[str, Any] | None:
@@ -99,6 +125,16 @@ async def _data(request: web.Request) -> dict[str, Any] | None:
     return body
 
 
+def _refuse_unsupported_headers(request: web.Request) -> None:
+    """Refused rather than ignored: a client asking for response wrapping expects
+    the secret never to reach whoever relays the answer, and one naming a namespace
+    expects isolation from the others."""
+    if request.headers.get("X-Vault-Wrap-TTL", "").strip():
+        raise BadRequest("response wrapping (X-Vault-Wrap-TTL) is not supported")
+    if request.headers.get("X-Vault-Namespace", "").strip() not in ("", "root", "/", "root/"):
+        raise BadRequest("namespaces (X-Vault-Namespace) are not supported")
+
+
 def envelope(resp: Response, request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
@@ -114,13 +150,14 @@ def envelope(resp: Response, request_id: str) -> dict[str, Any]:
 
 async def logical(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT]
-    path = request.match_info["path"].strip("/")
     op = _operation(request)
+    path = _path(request)
     if path in OPEN_PATHS:
         status, body = await agent.secrets.open_endpoint(path, op, dict(request.query))
         if body is None:
             return web.Response(status=status)
-        return web.json_response(body, status=status)
+        return _json(body, status)
+    _refuse_unsupported_headers(request)
     rid = str(uuid.uuid4())
     req = Request(
         operation=op,
@@ -135,11 +172,35 @@ async def logical(request: web.Request) -> web.StreamResponse:
     resp = await agent.secrets.handle(req)
     if resp.data is None and resp.auth is None and not resp.warnings and resp.status == 200:
         return web.Response(status=204)
-    return web.json_response(envelope(resp, rid), status=resp.status)
+    return _json(envelope(resp, rid), resp.status)
+
+
+def connection(server: web.Server) -> RequestHandler:
+    """One connection to the Vault port. aiohttp's C HTTP parser (llhttp) refuses
+    request methods it does not know, and Vault's LIST is one (hvac and the vault CLI
+    list with it), so this port parses with aiohttp's pure-Python parser, which takes
+    any method token (RFC 9110), configured as the C one would be."""
+    handler = server()
+    limits: dict[str, Any] = {
+        "max_line_size": handler.max_line_size,
+        "max_field_size": handler.max_field_size,
+        "max_headers": getattr(handler, "max_headers", 128),
+        "payload_exception": web_protocol.RequestPayloadError,
+        "max_msg_queue_size": getattr(web_protocol, "MAX_MSG_QUEUE_SIZE", 0),
+    }
+    accepted = inspect.signature(HttpRequestParserPy).parameters
+    handler._parser = HttpRequestParserPy(
+        handler,
+        asyncio.get_running_loop(),
+        2**16,
+        **{k: v for k, v in limits.items() if k in accepted},
+    )
+    return handler
 
 
 def make_app(agent: Agent) -> web.Application:
     app = web.Application(middlewares=[vault_errors], client_max_size=MAX_BODY)
     app[AGENT] = agent
+    app[CONNECTION] = connection
     app.router.add_route("*", "/v1/{path:.*}", logical)
     return app
