@@ -63,6 +63,7 @@ class SecretsService:
         from stack.vault.auditing import Auditing
         from stack.vault.authz import Authorizer
         from stack.vault.kv_backend import KvBackend
+        from stack.vault.leases import Leases
         from stack.vault.sys_backend import SysBackend
         from stack.vault.token_backend import TokenBackend
 
@@ -73,6 +74,7 @@ class SecretsService:
         self.sys = SysBackend(self)
         self.tokens = TokenBackend(self)
         self.kv = KvBackend(self)
+        self.leases = Leases(self)
 
     # ------------------------------------------------------------ requests
     @property

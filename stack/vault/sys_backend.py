@@ -69,7 +69,7 @@ class SysBackend:
         return req.operation
 
     def needs_sudo(self, rel: str, op: Operation) -> bool:
-        return rel.startswith(SUDO_PATHS)
+        return rel.startswith(SUDO_PATHS) or rel.startswith("leases/revoke-prefix")
 
     async def handle(self, rel: str, req: Request, op: Operation, token: Any) -> Response:
         if rel in ("policy", "policies/acl") or rel.startswith(("policy/", "policies/acl/")):
@@ -82,6 +82,8 @@ class SysBackend:
             return self.service.kv.ui_mount(rel[len("internal/ui/mounts/") :])
         if rel == "audit" or rel.startswith("audit/"):
             return await self._audit(rel, req, op)
+        if rel == "leases" or rel.startswith("leases/"):
+            return await self.service.leases.handle(rel, req, op)
         if rel.startswith("audit-hash/"):
             return self._audit_hash(req)
         raise LogicalError(404, f"unsupported path sys/{rel}")
