@@ -56,6 +56,7 @@ from stack.raft.types import (
 from stack.ring import Ring
 from stack.state import acl, ca, register_substrate_commands, tokens
 from stack.state import audit as auditstate
+from stack.state import auth as authstate
 from stack.state import seal as sealstate
 from stack.state import secrets as secretsstate
 from stack.state.commands import ApplyContext, Command, CommandRegistry, WriteResult
@@ -79,6 +80,7 @@ def build_registry() -> CommandRegistry:
     ca.register(registry)
     sealstate.register(registry)
     acl.register(registry)
+    authstate.register(registry)
     secretsstate.register(registry)
     auditstate.register(registry)
     return registry

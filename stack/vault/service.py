@@ -61,6 +61,7 @@ class Backend(Protocol):
 class SecretsService:
     def __init__(self, agent: Agent, *, clock: Callable[[], float] = time.time) -> None:
         from stack.vault.auditing import Auditing
+        from stack.vault.auth_backend import AuthBackend
         from stack.vault.authz import Authorizer
         from stack.vault.kv_backend import KvBackend
         from stack.vault.leases import Leases
@@ -75,6 +76,7 @@ class SecretsService:
         self.tokens = TokenBackend(self)
         self.kv = KvBackend(self)
         self.leases = Leases(self)
+        self.auth = AuthBackend(self)
 
     # ------------------------------------------------------------ requests
     @property
@@ -87,6 +89,8 @@ class SecretsService:
             req.id = str(uuid.uuid4())
         if not self.can_serve:
             return await self._forward(req)
+        if self.auth.is_login(req.path):
+            return await self._login(req)  # no token and no ACL, as in Vault
         token = await self.authz.authenticate(req.token)
         backend, rel = self.route(req.path)
         op = await backend.operation(rel, req)
@@ -106,11 +110,25 @@ class SecretsService:
         await self.auditing.log_response(audit_req, resp, None)
         return resp
 
+    async def _login(self, req: Request) -> Response:
+        audit_req = self.auditing.request_entry(req, Operation.UPDATE, None)
+        await self.auditing.log_request(audit_req)
+        try:
+            resp = await self.auth.login(req)
+        except StackError as e:  # LogicalError included
+            status = e.status if isinstance(e, LogicalError) else 500
+            await self.auditing.log_response(audit_req, Response(status=status), str(e))
+            raise
+        await self.auditing.log_response(audit_req, resp, None)
+        return resp
+
     def route(self, path: str) -> tuple[Backend, str]:
         if path.startswith("sys/") or path == "sys":
             return self.sys, path[4:]
         if path.startswith("auth/token/") or path == "auth/token":
             return self.tokens, path[len("auth/token/") :]
+        if path.startswith("auth/"):
+            return self.auth, path[len("auth/") :]
         found = self.kv.mount_for(path)
         if found is None:
             raise LogicalError(
@@ -171,18 +189,22 @@ class SecretsService:
     async def run(self) -> None:
         """On the leader: revoke tokens once they expire (the log carries it, so a
         new leader picks up where the old one stopped)."""
+        from stack.state import approle
         from stack.state import tokens as tokenstate
 
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL)
             if not self.is_active():
                 continue
-            due = tokenstate.next_expiry(self.agent.store)
-            if due is None or due > self.clock():
-                continue
+            now = self.clock()
             try:
-                n = await self.tokens.expire_due()
-                if n:
-                    log.info("expired tokens revoked", count=n)
+                due = tokenstate.next_expiry(self.agent.store)
+                if due is not None and due <= now:
+                    n = await self.tokens.expire_due()
+                    if n:
+                        log.info("expired tokens revoked", count=n)
+                due = approle.next_secret_id_expiry(self.agent.store)
+                if due is not None and due <= now:
+                    await self.auth.tidy_expired()
             except (StackError, RpcError) as e:
-                log.info("token expiry deferred", error=str(e))
+                log.info("expiry sweep deferred", error=str(e))

@@ -18,6 +18,7 @@ from stack.state import audit as auditstate
 from stack.state import secrets as secretsstate
 from stack.vault import policy as policylang
 from stack.vault.auditing import SALT_AAD
+from stack.vault.auth_backend import sys_auth_needs_sudo
 from stack.vault.kv_backend import apply_here
 from stack.vault.logical import LogicalError, Operation, Request, Response
 
@@ -69,7 +70,11 @@ class SysBackend:
         return req.operation
 
     def needs_sudo(self, rel: str, op: Operation) -> bool:
-        return rel.startswith(SUDO_PATHS) or rel.startswith("leases/revoke-prefix")
+        return (
+            rel.startswith(SUDO_PATHS)
+            or rel.startswith("leases/revoke-prefix")
+            or sys_auth_needs_sudo(rel)
+        )
 
     async def handle(self, rel: str, req: Request, op: Operation, token: Any) -> Response:
         if rel in ("policy", "policies/acl") or rel.startswith(("policy/", "policies/acl/")):
@@ -82,6 +87,8 @@ class SysBackend:
             return self.service.kv.ui_mount(rel[len("internal/ui/mounts/") :])
         if rel == "audit" or rel.startswith("audit/"):
             return await self._audit(rel, req, op)
+        if rel == "auth" or rel.startswith("auth/"):
+            return await self.service.auth.sys_auth(rel, req, op)
         if rel == "leases" or rel.startswith("leases/"):
             return await self.service.leases.handle(rel, req, op)
         if rel.startswith("audit-hash/"):
