@@ -57,8 +57,10 @@ from stack.ring import Ring
 from stack.state import acl, ca, register_substrate_commands, tokens
 from stack.state import audit as auditstate
 from stack.state import auth as authstate
+from stack.state import pki as pkistate
 from stack.state import seal as sealstate
 from stack.state import secrets as secretsstate
+from stack.state import transit as transitstate
 from stack.state.commands import ApplyContext, Command, CommandRegistry, WriteResult
 from stack.state.errors import CorruptEntry
 from stack.state.fsm import FSM
@@ -81,6 +83,8 @@ def build_registry() -> CommandRegistry:
     sealstate.register(registry)
     acl.register(registry)
     authstate.register(registry)
+    transitstate.register(registry)
+    pkistate.register(registry)
     secretsstate.register(registry)
     auditstate.register(registry)
     return registry

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROLE_SERVER = "server"
@@ -295,6 +295,57 @@ def sign_node_cert(
             critical=False,
         )
         .add_extension(x509.SubjectAlternativeName(unique_sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(ca_cert), critical=False)
+        .sign(_load_key(ca.key_pem), hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def sign_intermediate(
+    ca: RootCA,
+    public_key_pem: bytes,
+    *,
+    subject_cn: str,
+    now: datetime,
+    lifetime: timedelta,
+) -> bytes:
+    """A CA certificate (PEM) for ``public_key_pem``, issued by the cluster root.
+
+    Path length 0: it signs leaves only (a PKI mount's issuer, docs/pki.md), so
+    everything that trusts the cluster roots trusts its leaves. Capped at the
+    root's own expiry. Any EC or RSA key is accepted; stack makes P-256 ones.
+    """
+    _check_now(now)
+    if lifetime <= timedelta(0):
+        raise CertError("intermediate lifetime must be positive")
+    ca_cert = _load_cert(ca.cert_pem)
+    try:
+        public_key = serialization.load_pem_public_key(public_key_pem)
+    except ValueError as e:
+        raise CertError(f"unreadable public key: {e}") from None
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise CertError("an intermediate CA key must be EC or RSA")
+    not_before = max(now - BACKDATE, ca_cert.not_valid_before_utc)
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
+    if not_after <= now:
+        raise CertError(f"the CA expires {not_after.isoformat()}; rotate the root first")
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, _check_cn(subject_cn)),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_aki(ca_cert), critical=False)
         .sign(_load_key(ca.key_pem), hashes.SHA256())

@@ -84,7 +84,7 @@ DEFAULT_MAX_VERSIONS = 10
 MAX_CUSTOM_METADATA_KEYS = 64
 MAX_CUSTOM_METADATA_KEY_BYTES = 128
 MAX_CUSTOM_METADATA_VALUE_BYTES = 512
-MOUNT_TYPES = ("kv",)
+MOUNT_TYPES = ("kv", "pki", "transit")
 # Served by other backends (the router checks them before mounts), so a mount there
 # would be unreachable.
 RESERVED_MOUNTS = ("sys/", "auth/", "cubbyhole/", "identity/")
@@ -443,9 +443,9 @@ def apply_mount_enable(ctx: ApplyContext, body: Any) -> WriteResult:
         return _refuse(ctx, Refusal.INVALID_PATH, path_problem)
     if engine_type not in MOUNT_TYPES:
         return _refuse(ctx, Refusal.INVALID, f"unsupported secrets engine type {engine_type!r}")
-    if version not in (1, 2):
+    if engine_type == "kv" and version not in (1, 2):
         return _refuse(ctx, Refusal.INVALID, f"kv version must be 1 or 2, got {version}")
-    if problem is None and version == 1 and options != DEFAULT_OPTIONS:
+    if problem is None and (version == 1 or engine_type != "kv") and options != DEFAULT_OPTIONS:
         problem = _V2_ONLY
     if problem is not None:
         return _refuse(ctx, Refusal.INVALID, problem)
@@ -477,6 +477,15 @@ def apply_mount_disable(ctx: ApplyContext, body: Any) -> WriteResult:
     removed = 0
     for name in (KV1_TABLE, KV2_META_TABLE, KV2_VERSIONS_TABLE):
         removed += len(ctx.store.table(name).delete_prefix(path + SEP, ctx.index))
+    kind = mounts.get(path).value.get("type")  # type: ignore[union-attr]
+    if kind == "pki":
+        from stack.state import pki  # (pki imports this module)
+
+        pki.purge_mount(ctx, path)
+    elif kind == "transit":
+        from stack.state import transit
+
+        transit.purge_mount(ctx, path)
     mounts.delete(path, ctx.index)
     return WriteResult(True, ctx.index, {"path": path, "rows_removed": removed})
 
@@ -521,7 +530,7 @@ def _secret_target(
     place of the options."""
     mount, path = _str(body, "mount"), _str(body, "path")
     found = ctx.store.table(MOUNTS_TABLE).get(mount)
-    if found is None or found.value["version"] != version:
+    if found is None or found.value["type"] != "kv" or found.value["version"] != version:
         error = f"no kv version {version} secrets engine is mounted at {mount!r}"
         return mount, path, _refuse(ctx, Refusal.NO_MOUNT, error)
     if (problem := _problem(validate_path, path)) is not None:

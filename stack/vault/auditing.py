@@ -78,7 +78,10 @@ class Auditing:
             await lg.log_request(entry)
 
     async def log_response(self, entry: dict[str, Any], resp: Response, error: str | None) -> None:
-        body = {"status": resp.status, "data": resp.data, "auth": resp.auth, "error": error}
+        data = resp.data
+        if data and isinstance(data.get("http_raw_body"), bytes | bytearray):
+            data = {**data, "http_raw_body": f"<{len(data['http_raw_body'])} bytes>"}
+        body = {"status": resp.status, "data": data, "auth": resp.auth, "error": error}
         for lg in self._sync():
             await lg.log_response(entry, body)
 

@@ -104,7 +104,8 @@ class KvBackend:
         return self.service.agent
 
     def mount_for(self, path: str) -> st.Mount | None:
-        return st.find_mount(self.agent.store, path)
+        found = st.find_mount(self.agent.store, path)
+        return found if found is not None and found.type == "kv" else None
 
     def _split(self, path: str) -> tuple[st.Mount, str]:
         mount = self.mount_for(path)
@@ -475,8 +476,14 @@ class KvBackend:
                 kind, version = "kv", 2
             elif kind == "kv":
                 version = {"1": 1, "2": 2, "": 1}.get(str(options.get("version", "1")), 0)
+            elif kind in ("pki", "transit"):
+                version = 1
+                if options:
+                    raise LogicalError(400, f"a {kind} mount takes no options")
             else:
-                raise LogicalError(400, f"unsupported secrets engine type {kind!r} (kv, kv-v2)")
+                raise LogicalError(
+                    400, f"unsupported secrets engine type {kind!r} (kv, kv-v2, transit, pki)"
+                )
             if version not in (1, 2):
                 raise LogicalError(400, "kv version must be 1 or 2")
             try:
@@ -489,8 +496,9 @@ class KvBackend:
                     path,
                     version=version,
                     now=self.service.clock(),
-                    accessor="kv_" + secrets.token_hex(4),
+                    accessor=f"{kind}_" + secrets.token_hex(4),
                     description=str(body.get("description") or ""),
+                    engine_type=kind,
                 )
             )
             return Response()
@@ -550,7 +558,7 @@ class KvBackend:
             "description": m.description,
             "accessor": m.accessor,
             "config": {"default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": False},
-            "options": {"version": str(m.version)},
+            "options": {"version": str(m.version)} if m.type == "kv" else None,
             "local": False,
             "seal_wrap": False,
         }

@@ -65,8 +65,10 @@ class SecretsService:
         from stack.vault.authz import Authorizer
         from stack.vault.kv_backend import KvBackend
         from stack.vault.leases import Leases
+        from stack.vault.pki_backend import PkiBackend
         from stack.vault.sys_backend import SysBackend
         from stack.vault.token_backend import TokenBackend
+        from stack.vault.transit_backend import TransitBackend
 
         self.agent = agent
         self.clock = clock
@@ -77,6 +79,8 @@ class SecretsService:
         self.kv = KvBackend(self)
         self.leases = Leases(self)
         self.auth = AuthBackend(self)
+        self.transit = TransitBackend(self)
+        self.pki = PkiBackend(self)
 
     # ------------------------------------------------------------ requests
     @property
@@ -129,6 +133,10 @@ class SecretsService:
             return self.tokens, path[len("auth/token/") :]
         if path.startswith("auth/"):
             return self.auth, path[len("auth/") :]
+        if self.transit.mount_for(path) is not None:
+            return self.transit, path
+        if self.pki.mount_for(path) is not None:
+            return self.pki, path
         found = self.kv.mount_for(path)
         if found is None:
             raise LogicalError(

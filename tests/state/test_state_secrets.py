@@ -136,8 +136,8 @@ def test_enable_refusals_change_nothing(
 def test_enable_refuses_an_unknown_type_and_a_reused_accessor() -> None:
     log = _log()
     reg = log.registry
-    bad = secrets.encode_mount_enable(reg, "t/", version=2, now=1, accessor="a", engine_type="pki")
-    assert "pki" in _refused(log.apply(bad), Refusal.INVALID)
+    bad = secrets.encode_mount_enable(reg, "t/", version=2, now=1, accessor="a", engine_type="ssh")
+    assert "ssh" in _refused(log.apply(bad), Refusal.INVALID)
     _ok(log.apply(secrets.encode_mount_enable(reg, "a/", version=2, now=1, accessor="same")))
     again = secrets.encode_mount_enable(reg, "b/", version=2, now=1, accessor="same")
     _refused(log.apply(again), Refusal.INVALID)

@@ -170,6 +170,9 @@ async def logical(request: web.Request) -> web.StreamResponse:
         stale=request.headers.get("X-Vault-Stale", "") == "true" or "stale" in request.query,
     )
     resp = await agent.secrets.handle(req)
+    raw = raw_response(resp)
+    if raw is not None:
+        return raw
     if resp.data is None and resp.auth is None and not resp.warnings and resp.status == 200:
         return web.Response(status=204)
     return _json(envelope(resp, rid), resp.status)
@@ -196,6 +199,19 @@ def connection(server: web.Server) -> RequestHandler:
         **{k: v for k, v in limits.items() if k in accepted},
     )
     return handler
+
+
+def raw_response(resp: Response) -> web.Response | None:
+    """A backend answer that is not JSON (PKI's DER and PEM endpoints), written as
+    Vault writes it: the body as is, with its content type and status."""
+    data = resp.data
+    if not data or "http_raw_body" not in data:
+        return None
+    body = data["http_raw_body"]
+    body = body.encode() if isinstance(body, str) else bytes(body or b"")
+    status = int(data.get("http_status_code") or (200 if body else 204))
+    headers = {"Content-Type": str(data.get("http_content_type") or "application/octet-stream")}
+    return web.Response(body=body if status != 204 else None, status=status, headers=headers)
 
 
 def make_app(agent: Agent) -> web.Application:

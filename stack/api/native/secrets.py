@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from stack.api.app import AGENT, request_token
+from stack.api.compat.vault import raw_response
 from stack.errors import BadRequest
 from stack.vault.logical import LogicalError, Operation, Request
 
@@ -91,6 +92,9 @@ async def _serve(request: web.Request, path: str) -> web.StreamResponse:
         if e.data is not None:
             body["data"] = e.data
         return web.json_response(body, status=e.status)
+    raw = raw_response(resp)
+    if raw is not None:
+        return raw
     if resp.data is None and resp.auth is None and not resp.warnings:
         return web.Response(status=204)
     out = {"data": resp.data, "auth": resp.auth, "warnings": resp.warnings or None}
