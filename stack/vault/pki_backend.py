@@ -628,9 +628,10 @@ def _issue_format(body: dict[str, Any]) -> str:
 
 def role_from_request(body: dict[str, Any], base: Role) -> tuple[Role, list[str]]:
     """`base` with the fields a role request gives, weakly typed as Vault takes them;
-    the names it did not know, for a warning."""
+    the names it did not know, for a warning. `name` is the path's (hvac sends it
+    in the body too; in Vault the path's value wins), so it is not one of them."""
     values = base.to_dict()
-    ignored = sorted(k for k in body if k not in values)
+    ignored = sorted(k for k in body if k not in values and k != "name")
     for name, default in Role().to_dict().items():
         if name not in body:
             continue

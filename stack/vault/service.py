@@ -46,6 +46,9 @@ log = structlog.get_logger("stack.secrets")
 
 FORWARD_TIMEOUT = 30.0
 EXPIRY_INTERVAL = 1.0
+ROTATION_CHECK_INTERVAL = 60.0  # transit keys with an auto_rotate_period
+# PKI reads Vault serves without a token: the CA, its chain, CRLs, certificates.
+PKI_PUBLIC_READS = ("ca", "ca/pem", "ca_chain", "crl", "crl/pem", "cert/")
 
 
 class Backend(Protocol):
@@ -95,8 +98,10 @@ class SecretsService:
             return await self._forward(req)
         if self.auth.is_login(req.path):
             return await self._login(req)  # no token and no ACL, as in Vault
-        token = await self.authz.authenticate(req.token)
         backend, rel = self.route(req.path)
+        if backend is self.pki and self._pki_public(req):
+            return await self._public(backend, rel, req)
+        token = await self.authz.authenticate(req.token)
         op = await backend.operation(rel, req)
         self.authz.check(token, req.path, op, sudo=backend.needs_sudo(rel, op))
         audit_req = self.auditing.request_entry(req, op, token)
@@ -111,6 +116,21 @@ class SecretsService:
         except StackError as e:
             await self.auditing.log_response(audit_req, Response(status=500), str(e))
             raise
+        await self.auditing.log_response(audit_req, resp, None)
+        return resp
+
+    def _pki_public(self, req: Request) -> bool:
+        if req.operation is not Operation.READ:
+            return False
+        mount = self.pki.mount_for(req.path)
+        sub = req.path[len(mount.path) :] if mount is not None else ""
+        return sub in PKI_PUBLIC_READS[:-1] or sub.startswith(PKI_PUBLIC_READS[-1])
+
+    async def _public(self, backend: Backend, rel: str, req: Request) -> Response:
+        """A read anyone may make (still audited)."""
+        audit_req = self.auditing.request_entry(req, Operation.READ, None)
+        await self.auditing.log_request(audit_req)
+        resp = await backend.handle(rel, req, Operation.READ, None)
         await self.auditing.log_response(audit_req, resp, None)
         return resp
 
@@ -200,6 +220,7 @@ class SecretsService:
         from stack.state import approle
         from stack.state import tokens as tokenstate
 
+        last_rotation = 0.0
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL)
             if not self.is_active():
@@ -214,5 +235,10 @@ class SecretsService:
                 due = approle.next_secret_id_expiry(self.agent.store)
                 if due is not None and due <= now:
                     await self.auth.tidy_expired()
+                if now - last_rotation >= ROTATION_CHECK_INTERVAL:
+                    last_rotation = now
+                    n = await self.transit.rotate_due()
+                    if n:
+                        log.info("transit keys rotated on schedule", count=n)
             except (StackError, RpcError) as e:
                 log.info("expiry sweep deferred", error=str(e))

@@ -302,9 +302,7 @@ class TransitBackend:
     async def _key_create(
         self, mount: st.TransitMount, name: str, body: dict[str, Any]
     ) -> Response:
-        existing = self._load(mount, name)
-        if existing is not None:
-            return Response(data=tr.key_info(existing), warnings=[f"key {name} already existed"])
+        # The body is checked even when the key exists: bad input is never a 200.
         period = parse_duration(body.get("auto_rotate_period", 0), "auto_rotate_period")
         key = tr.create_key(
             name,
@@ -321,6 +319,9 @@ class TransitBackend:
             auto_rotate_period=period,
             key_size=rq.as_int(body.get("key_size", 0), "key_size"),
         )
+        existing = self._load(mount, name)
+        if existing is not None:
+            return Response(data=tr.key_info(existing), warnings=[f"key {name} already existed"])
         stored, made = await self._create(mount, name, key)
         warnings = [] if made else [f"key {name} already existed"]
         return Response(data=tr.key_info(stored), warnings=warnings)

@@ -299,7 +299,7 @@ def test_kv_v1_mounts_policies_capabilities_audit(
     assert one["type"] == "kv" and one["options"] == {"version": "1"}, one
     raises(hx.InvalidRequest, lambda: c.sys.enable_secrets_engine("kv", path="kv1"),
            "already in use")  # fmt: skip
-    raises(hx.InvalidRequest, lambda: c.sys.enable_secrets_engine("pki", path="pki"),
+    raises(hx.InvalidRequest, lambda: c.sys.enable_secrets_engine("database", path="db"),
            "unsupported secrets engine type")  # fmt: skip
     r = c.sys.tune_mount_configuration("kv1", description="tuned", default_lease_ttl="1h")
     assert any("ignored" in w for w in r["warnings"]), r
@@ -588,7 +588,7 @@ def test_bad_input_is_refused_and_changes_nothing(
         ("POST", "nomount/data/x", {"data": {"a": 1}}, 404, "no handler for route"),
         ("GET", "nomount/x", None, 404, "no handler for route"),
         ("POST", "sys/mounts/secret", {"type": "kv"}, 400, "already in use"),
-        ("POST", "sys/mounts/pki", {"type": "pki"}, 400, "unsupported secrets engine type"),
+        ("POST", "sys/mounts/db", {"type": "database"}, 400, "unsupported secrets engine type"),
         ("POST", "sys/mounts/new", {"type": "kv", "options": {"version": "3"}}, 400, "version"),
         ("POST", "sys/mounts/sys/x", {"type": "kv"}, 400, "reserved"),
         ("POST", "sys/policies/acl/bad%20name", {"policy": APP_READ}, 400, "policy name"),

@@ -109,6 +109,9 @@ async def test_key_lifecycle_and_read_shape(backend: TransitBackend) -> None:
     assert (
         again.warnings == ["key app already existed"] and again.data["type"] == "chacha20-poly1305"
     )  # type: ignore[index]
+    # an existing key: the body is still checked, and bad input is a 400
+    for bad in ({"type": "aes512-gcm"}, {"exportable": "maybe"}, {"auto_rotate_period": "1s"}):
+        assert (await _fails(backend, "keys/app", bad)).status == 400, bad
     rotated = await _call(backend, "keys/app/rotate")
     assert rotated.data is not None and rotated.data["latest_version"] == 2
     listed = await _call(backend, "keys", op=Operation.LIST)
