@@ -136,6 +136,10 @@ class Gossip:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        # Who `_gossip` may pick, cached: rebuilt only when a member is added,
+        # removed, or enters or leaves DEAD/LEFT, or a dead one ages out.
+        self._gossip_pool: list[_Node] | None = None
+        self._gossip_pool_dead: list[_Node] = []
         self._seq = 0
         self.suspicions = 0
         """Members this node started suspecting (counted, for operators and tests)."""
@@ -181,22 +185,23 @@ class Gossip:
         self._queue(Alive(self.name, me.incarnation, self.addr, dict(tags)))
 
     def receive(self, from_addr: str, messages: Sequence[Message], now: float) -> None:
+        # Most common first: piggy-backed broadcasts outnumber probes in a busy ring.
         for m in messages:
-            if isinstance(m, Ping):
-                self._on_ping(from_addr, m)
-            elif isinstance(m, IndirectPing):
-                self._on_indirect_ping(from_addr, m, now)
-            elif isinstance(m, Ack):
-                self._on_ack(m)
-            elif isinstance(m, Nack):
-                if self._probe is not None and m.seq == self._probe.seq:
-                    self._probe.nacks += 1
-            elif isinstance(m, Alive):
+            if isinstance(m, Alive):
                 self._on_alive(m, now)
             elif isinstance(m, Suspect):
                 self._on_suspect(m, now)
+            elif isinstance(m, Ping):
+                self._on_ping(from_addr, m)
+            elif isinstance(m, Ack):
+                self._on_ack(m)
             elif isinstance(m, Dead):
                 self._on_dead(m, now)
+            elif isinstance(m, IndirectPing):
+                self._on_indirect_ping(from_addr, m, now)
+            elif isinstance(m, Nack):
+                if self._probe is not None and m.seq == self._probe.seq:
+                    self._probe.nacks += 1
             else:
                 self._on_push_pull(from_addr, m, now)
 
@@ -219,17 +224,25 @@ class Gossip:
 
     def next_deadline(self) -> float:
         """The earliest time at which `tick()` has work to do."""
-        times = [self._next_gossip]
-        if self.cfg.push_pull_interval > 0:
-            times.append(self._next_push_pull)
-        if not self._leaving:
-            times.append(self._next_probe)
+        # Called after every input by the host: a plain loop, no temporary lists.
+        t = self._next_gossip
+        if self.cfg.push_pull_interval > 0 and self._next_push_pull < t:
+            t = self._next_push_pull
+        if not self._leaving and self._next_probe < t:
+            t = self._next_probe
         p = self._probe
         if p is not None:
-            times.append(p.deadline if p.indirect_sent else p.timeout_at)
-        times.extend(r.expires_at for r in self._relays.values())
-        times.extend(s.deadline() for s in self._suspicions.values())
-        return min(times)
+            pt = p.deadline if p.indirect_sent else p.timeout_at
+            if pt < t:
+                t = pt
+        for r in self._relays.values():
+            if r.expires_at < t:
+                t = r.expires_at
+        for s in self._suspicions.values():
+            d = s.deadline()
+            if d < t:
+                t = d
+        return t
 
     def packets(self) -> list[Packet]:
         out, self._out = self._out, []
@@ -320,6 +333,7 @@ class Gossip:
             if gone and now - node.state_change > self.cfg.gossip_to_the_dead_time:
                 del self._nodes[name]
                 self._suspicions.pop(name, None)
+                self._gossip_pool = None
         self._order = [n for n in self._nodes if n != self.name]
         self._rng.shuffle(self._order)
         self._probe_index = 0
@@ -356,6 +370,7 @@ class Gossip:
             node = _Node(m.name, m.addr, m.incarnation, State.DEAD, {}, now)
             self._nodes[m.name] = node
             self._insert_in_order(m.name)
+            self._gossip_pool = None
         elif node.addr != m.addr:
             reclaim = self.cfg.dead_node_reclaim_time
             reclaimable = (
@@ -382,6 +397,8 @@ class Gossip:
         node.tags = dict(m.tags)
         node.addr = m.addr
         if node.state is not State.ALIVE:
+            if node.state is not State.SUSPECT:
+                self._gossip_pool = None  # back from DEAD or LEFT
             node.state = State.ALIVE
             node.state_change = now
         if is_new or old_state is State.LEFT:
@@ -432,6 +449,7 @@ class Gossip:
         node.incarnation = m.incarnation
         node.state = State.LEFT if m.from_ == m.name else State.DEAD
         node.state_change = now
+        self._gossip_pool = None
         if m.name != self.name:
             kind = EventKind.LEAVE if node.state is State.LEFT else EventKind.FAILED
             self._emit(kind, node)
@@ -446,19 +464,33 @@ class Gossip:
     # ---- gossip and push-pull --------------------------------------------------
 
     def _gossip(self, now: float) -> None:
-        dead_time = self.cfg.gossip_to_the_dead_time
-        candidates = [
-            n
-            for n in self._nodes.values()
-            if n.name != self.name
-            and (n.state in (State.ALIVE, State.SUSPECT) or now - n.state_change <= dead_time)
-        ]
+        candidates = self._gossip_candidates(now)
         k = min(self.cfg.gossip_nodes, len(candidates))
         for peer in self._rng.sample(candidates, k):
             msgs = self._take_broadcasts(self.cfg.packet_size - PACKET_HEADER)
             if not msgs:
                 return
             self._out.append(Packet(peer.addr, tuple(msgs)))
+
+    def _gossip_candidates(self, now: float) -> list[_Node]:
+        """Alive and suspect members, and the recently dead (who may need to refute),
+        in member-table order. Rebuilding this on every gossip round made a ring of
+        n members cost O(n^2) per round; the cache gives the same list."""
+        dead_time = self.cfg.gossip_to_the_dead_time
+        pool = self._gossip_pool
+        if pool is not None and all(
+            now - n.state_change <= dead_time for n in self._gossip_pool_dead
+        ):
+            return pool
+        pool = [
+            n
+            for n in self._nodes.values()
+            if n.name != self.name
+            and (n.state in (State.ALIVE, State.SUSPECT) or now - n.state_change <= dead_time)
+        ]
+        self._gossip_pool = pool
+        self._gossip_pool_dead = [n for n in pool if n.state in (State.DEAD, State.LEFT)]
+        return pool
 
     def _periodic_push_pull(self) -> None:
         candidates = [
@@ -475,8 +507,18 @@ class Gossip:
     def _on_push_pull(self, from_addr: str, m: PushPull, now: float) -> None:
         if not m.reply:
             self._push_pull_to(from_addr, join=False, reply=True)
+        nodes = self._nodes
         for r in m.members:
             if r.state is State.ALIVE:
+                node = nodes.get(r.name)
+                if (
+                    node is not None
+                    and r.incarnation <= node.incarnation
+                    and r.addr == node.addr
+                    and r.name != self.name
+                ):
+                    continue  # nothing new: `_on_alive` would ignore it (and big rings
+                    # push-pull n records at a time, mostly these)
                 self._on_alive(Alive(r.name, r.incarnation, r.addr, r.tags), now)
             elif r.state is State.LEFT:
                 self._on_dead(Dead(r.name, r.incarnation, r.name), now)

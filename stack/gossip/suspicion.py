@@ -21,7 +21,15 @@ class Suspicion:
     """Timer state of one suspected member. `confirmations` names members whose
     suspicion does not count (the first accuser is passed here by the core)."""
 
-    __slots__ = ("_confirmations", "_n", "k", "max_timeout", "min_timeout", "started_at")
+    __slots__ = (
+        "_confirmations",
+        "_deadline",
+        "_n",
+        "k",
+        "max_timeout",
+        "min_timeout",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -39,6 +47,8 @@ class Suspicion:
         self.started_at = started_at
         self._confirmations = set(confirmations)
         self._n = 0
+        # Hosts ask for the deadline far more often than it changes (only on confirm).
+        self._deadline = started_at + self.timeout()
 
     @property
     def confirmations(self) -> int:
@@ -54,7 +64,7 @@ class Suspicion:
         return max(self.min_timeout, raw)
 
     def deadline(self) -> float:
-        return self.started_at + self.timeout()
+        return self._deadline
 
     def confirm(self, from_id: str, now: float) -> bool:
         """Count a confirmation from `from_id`; True if it was new and counted.
@@ -64,4 +74,5 @@ class Suspicion:
             return False
         self._confirmations.add(from_id)
         self._n += 1
+        self._deadline = self.started_at + self.timeout()
         return True
