@@ -101,7 +101,9 @@ class Table:
         table._floor = floor
         table._rows = {row.key: row for row in rows}
         table._keys = [row.key for row in rows]
-        table._tombs = {tomb.key: tomb for tomb in tombstones}
+        # `_tombs` keeps delete order (oldest first), so the oldest is the first one.
+        by_age = sorted(tombstones, key=lambda t: t.delete_index)
+        table._tombs = {tomb.key: tomb for tomb in by_age}
         table._tomb_keys = [tomb.key for tomb in tombstones]
         return table
 
@@ -138,6 +140,14 @@ class Table:
 
     def tombstone(self, key: str) -> Tombstone | None:
         return self._tombs.get(key)
+
+    def oldest_tombstone(self) -> int | None:
+        """The lowest delete index of this table's tombstones, in O(1): tombstones
+        enter `_tombs` in delete order (a key is deleted only while it has a row,
+        and a new row removes its tombstone) and restore sorts them by age."""
+        for tomb in self._tombs.values():
+            return tomb.delete_index
+        return None
 
     def tombstones(self, prefix: str = "") -> list[Tombstone]:
         lo, hi = _span(self._tomb_keys, prefix)
@@ -323,13 +333,10 @@ class StateStore:
         return sum(table.reap(upto_index) for table in self._tables.values())
 
     def oldest_tombstone(self) -> int | None:
-        """The lowest delete index of any tombstone (None if there are none)."""
-        oldest: int | None = None
-        for table in self._tables.values():
-            for tomb in table.tombstones():
-                if oldest is None or tomb.delete_index < oldest:
-                    oldest = tomb.delete_index
-        return oldest
+        """The lowest delete index of any tombstone (None if there are none); one
+        look per table (the autopilot asks every half second)."""
+        found = [i for t in self._tables.values() if (i := t.oldest_tombstone()) is not None]
+        return min(found) if found else None
 
     def new_table(
         self, name: str, index: int, floor: int, rows: list[Row], tombs: list[Tombstone]

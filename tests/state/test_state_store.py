@@ -199,3 +199,27 @@ def test_node_status_changes_only_an_existing_node() -> None:
     assert spec is not None
     with pytest.raises(ValueError):
         spec.apply(ApplyContext(5, 1, log.store), {"id": "n1", "status": "failed"})
+
+
+def test_oldest_tombstone_follows_deletes_reaps_recreations_and_restore() -> None:
+    log = Log()
+    reg = log.registry
+    for key in ("b", "a", "c", "d"):
+        log.apply(kv.encode_set(reg, key, b"v"))
+    assert log.store.oldest_tombstone() is None
+    log.apply(kv.encode_delete(reg, "c"))  # index 5
+    log.apply(kv.encode_delete(reg, "d"))  # index 6
+    log.apply(kv.encode_delete(reg, "a"))  # index 7: key order is not delete order
+    assert log.store.oldest_tombstone() == 5
+    log.apply(kv.encode_set(reg, "c", b"again"))  # the row supersedes its tombstone
+    assert log.store.oldest_tombstone() == 6
+    # A restored store (tombstones come back sorted by key) answers the same.
+    restored = StateStore()
+    tables = [
+        restored.new_table(t.name, t.index, t.floor, t.scan(), t.tombstones())
+        for t in (log.store.table(n) for n in log.store.table_names())
+    ]
+    restored.replace(tables, log.store.index)
+    assert restored.oldest_tombstone() == 6
+    assert log.store.reap_tombstones(6) == 1
+    assert log.store.oldest_tombstone() == 7
