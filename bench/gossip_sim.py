@@ -23,8 +23,10 @@ preset (1 s probe interval), 1 to 5 ms latency, the codec skipped unless said
   (codec on) sent per member per second, for each ring size in `--sizes`, in a
   window that holds a whole number of push-pull periods of every member.
 
-Results print as they come (one line per run) and as a summary; `--json` keeps
-every run.
+Results print as they come (one line per run) and as a summary. `--out FILE`
+appends each run to FILE (one JSON object a line) as soon as it ends; with
+`--resume`, runs already in FILE are not run again (a run is a pure function of
+its parameters), so an interrupted invocation can be finished.
 """
 
 from __future__ import annotations
@@ -75,13 +77,13 @@ class Detection:
     first_dead: float | None  # first member declares it DEAD
     all_dead: float | None  # every live member has (None: not within the limit)
     wrong_failed: int  # FAILED events about members that did not crash
-    wall: float
+    cpu: float  # CPU seconds the run took (the machine may be shared)
 
     def line(self) -> str:
         return (
             f"detect {self.peer:12} n={self.members} seed={self.seed}: "
             f"suspect {_s(self.first_suspect)} first dead {_s(self.first_dead)} "
-            f"all dead {_s(self.all_dead)} wrong {self.wrong_failed} ({self.wall:.0f}s)"
+            f"all dead {_s(self.all_dead)} wrong {self.wrong_failed} ({self.cpu:.0f}s CPU)"
         )
 
 
@@ -103,14 +105,14 @@ class FalsePositives:
     refutations_by_paused: int  # ... from its pause to 30 s after
     packets: int
     lost: int
-    wall: float
+    cpu: float  # CPU seconds the run took (the machine may be shared)
 
     def line(self) -> str:
         return (
             f"fp     {self.peer:12} n={self.members} seed={self.seed} {self.duration:.0f}s: "
             f"false FAILED {self.false_failed} suspicions {self.suspicions} "
             f"(paused {self.suspicions_of_paused}) refutations {self.refutations} "
-            f"lost {self.lost}/{self.packets} ({self.wall:.0f}s)"
+            f"lost {self.lost}/{self.packets} ({self.cpu:.0f}s CPU)"
         )
 
 
@@ -123,13 +125,13 @@ class Load:
     streams: float  # per member per second, push-pull (TCP) only
     messages: float  # per member per second, piggy-backed ones included
     bytes: float  # per member per second
-    wall: float
+    cpu: float  # CPU seconds the run took (the machine may be shared)
 
     def line(self) -> str:
         return (
             f"load   n={self.members} seed={self.seed}: {self.packets:.3f} packets "
             f"({self.streams:.4f} push-pull) {self.messages:.3f} messages "
-            f"{self.bytes:.0f} B per member per s ({self.wall:.0f}s)"
+            f"{self.bytes:.0f} B per member per s ({self.cpu:.0f}s CPU)"
         )
 
 
@@ -152,7 +154,7 @@ def measure_detection(
     limit: float = 240.0,
     codec: bool = False,
 ) -> Detection:
-    started = time.perf_counter()
+    started = time.process_time()
     net = GossipNet(seed=seed, config=PEERS[peer], core=CountingGossip, codec=codec)
     net.converged_ring(members)
     pick = random.Random(f"detect/{seed}")
@@ -189,7 +191,7 @@ def measure_detection(
         first_dead=min(dead.values(), default=None),
         all_dead=max(dead.values()) if everyone else None,
         wrong_failed=sum(s.kind is EventKind.FAILED and s.member != victim for s in net.seen),
-        wall=time.perf_counter() - started,
+        cpu=time.process_time() - started,
     )
 
 
@@ -203,7 +205,7 @@ def measure_false_positives(
     pause: float = 5.0,
     codec: bool = False,
 ) -> FalsePositives:
-    started = time.perf_counter()
+    started = time.process_time()
     net = GossipNet(seed=seed, config=PEERS[peer], core=CountingGossip, codec=codec, loss=loss)
     net.converged_ring(members)
     pick = random.Random(f"fp/{seed}")
@@ -243,7 +245,7 @@ def measure_false_positives(
         refutations_by_paused=refuted,
         packets=net.packets_sent,
         lost=net.packets_lost,
-        wall=time.perf_counter() - started,
+        cpu=time.process_time() - started,
     )
 
 
@@ -254,7 +256,7 @@ def load_window(members: int, config: GossipConfig, at_least: float = 150.0) -> 
 
 
 def measure_load(seed: int, members: int, *, codec: bool = True) -> Load:
-    started = time.perf_counter()
+    started = time.process_time()
     config = GossipConfig.lan()
     net = GossipNet(seed=seed, config=config, codec=codec)
     net.converged_ring(members)
@@ -275,7 +277,7 @@ def measure_load(seed: int, members: int, *, codec: bool = True) -> Load:
         streams=rate[1],
         messages=rate[2],
         bytes=rate[3],
-        wall=time.perf_counter() - started,
+        cpu=time.process_time() - started,
     )
 
 
@@ -288,33 +290,56 @@ def _counting(net: GossipNet) -> list[CountingGossip]:
 
 @dataclass(frozen=True, slots=True)
 class Task:
+    key: tuple[Any, ...]  # what `key_of` gives for its result
     cost: float  # rough CPU seconds, to start the longest first
     fn: Callable[..., Result]
     args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+
+
+def key_of(r: Result) -> tuple[Any, ...]:
+    if isinstance(r, Detection):
+        return ("Detection", r.seed, r.members, r.peer)
+    if isinstance(r, FalsePositives):
+        return ("FalsePositives", r.seed, r.members, r.duration, r.peer)
+    return ("Load", r.seed, r.members)
+
+
+KINDS: dict[str, type[Detection] | type[FalsePositives] | type[Load]] = {
+    "Detection": Detection,
+    "FalsePositives": FalsePositives,
+    "Load": Load,
+}
+
+
+def to_json(r: Result) -> str:
+    return json.dumps({"kind": type(r).__name__, **asdict(r)})
+
+
+def from_json(line: str) -> Result:
+    fields = json.loads(line)
+    return KINDS[fields.pop("kind")](**fields)
 
 
 def _call(task: Task) -> Result:
-    return task.fn(*task.args, **task.kwargs)
+    return task.fn(*task.args)
 
 
-def run_tasks(tasks: Sequence[Task], jobs: int, echo: Callable[[str], None]) -> list[Result]:
+def run_tasks(
+    tasks: Sequence[Task], jobs: int, on_result: Callable[[Result], None]
+) -> list[Result]:
     ordered = sorted(tasks, key=lambda t: -t.cost)
+    results: list[Result] = []
     if jobs <= 1:
-        out = []
         for t in ordered:
-            r = _call(t)
-            echo(r.line())
-            out.append(r)
-        return out
+            results.append(_call(t))
+            on_result(results[-1])
+        return results
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures: list[Future[Result]] = [pool.submit(_call, t) for t in ordered]
-        results = []
         for f in as_completed(futures):
-            r = f.result()
-            echo(r.line())
-            results.append(r)
-        return results
+            results.append(f.result())
+            on_result(results[-1])
+    return results
 
 
 # ---- summary --------------------------------------------------------------------
@@ -417,25 +442,27 @@ def build_tasks(args: argparse.Namespace) -> list[Task]:
     only = set(args.only)
     n = args.members
     tasks: list[Task] = []
+    # A task's key is its result's `key_of`: the kind, then the arguments in order.
     if "detect" in only:
         for seed in seeds:
             for peer in args.peers:
-                tasks.append(Task(0.05 * n, measure_detection, (seed, n, peer), {}))
+                det = (seed, n, peer)
+                tasks.append(Task(("Detection", *det), 0.05 * n, measure_detection, det))
     if "fp" in only:
         for seed in seeds:
+            runs = []
             if args.fp_duration > 0:
-                cost = 1.3e-3 * n * args.fp_duration
-                tasks.append(Task(cost, measure_false_positives, (seed, n, args.fp_duration), {}))
+                runs.append((seed, n, args.fp_duration, "lifeguard"))
             if args.fp_small_duration > 0:
-                small = args.fp_small_members
-                cost = 1e-3 * small * args.fp_small_duration
-                for peer in args.peers:
-                    fp_args = (seed, small, args.fp_small_duration, peer)
-                    tasks.append(Task(cost, measure_false_positives, fp_args, {}))
+                small = (seed, args.fp_small_members, args.fp_small_duration)
+                runs.extend((*small, peer) for peer in args.peers)
+            for fp in runs:
+                cost = 1.3e-3 * fp[1] * fp[2]
+                tasks.append(Task(("FalsePositives", *fp), cost, measure_false_positives, fp))
     if "load" in only:
         for seed in range(min(args.load_seeds, args.seeds)):
             for size in args.sizes:
-                tasks.append(Task(0.08 * size, measure_load, (seed, size), {}))
+                tasks.append(Task(("Load", seed, size), 0.08 * size, measure_load, (seed, size)))
     return tasks
 
 
@@ -497,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         default=5,
         help="seeds per ring size for load (each already averages every member over minutes)",
     )
-    ap.add_argument("--json", help="write every run here")
+    ap.add_argument("--out", help="append every run here as it ends (JSON lines)")
+    ap.add_argument("--resume", action="store_true", help="skip the runs already in --out")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds = min(args.seeds, 3)
@@ -507,24 +535,41 @@ def main(argv: list[str] | None = None) -> int:
         args.fp_small_duration = min(args.fp_small_duration, 300.0)
         args.sizes = [s for s in args.sizes if s <= 100]
 
+    if args.resume and not args.out:
+        ap.error("--resume needs --out")
+
+    tasks = build_tasks(args)
+    wanted = {t.key for t in tasks}
+    done: list[Result] = []
+    if args.resume and os.path.exists(args.out):
+        with open(args.out) as f:
+            done = [r for line in f if line.strip() and key_of(r := from_json(line)) in wanted]
+    have = {key_of(r) for r in done}
+    out = open(args.out, "a" if args.resume else "w") if args.out else None  # noqa: SIM115
+
+    def on_result(r: Result) -> None:
+        print(r.line(), flush=True)
+        if out is not None:
+            out.write(to_json(r) + "\n")
+            out.flush()
+
     print(machine(), flush=True)
+    if done:
+        print(f"{len(done)} runs already in {args.out}", flush=True)
     started = time.perf_counter()
-    results = run_tasks(build_tasks(args), args.jobs, lambda s: print(s, flush=True))
+    try:
+        results = done + run_tasks([t for t in tasks if t.key not in have], args.jobs, on_result)
+    finally:
+        if out is not None:
+            out.close()
     wall = time.perf_counter() - started
     print()
     print("\n".join(summarize(results)))
-    print(f"{len(results)} runs, {wall:.0f} s wall with --jobs {args.jobs}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "argv": sys.argv[1:] if argv is None else list(argv),
-                    "wall": wall,
-                    "runs": [{"kind": type(r).__name__, **asdict(r)} for r in results],
-                },
-                f,
-                indent=1,
-            )
+    cpu = sum(r.cpu for r in results)
+    print(
+        f"{len(results)} runs ({len(done)} from before), {wall:.0f} s wall with --jobs "
+        f"{args.jobs}; the runs took {cpu:.0f} CPU seconds"
+    )
     bad = [r for r in results if isinstance(r, Detection) and r.all_dead is None]
     return 1 if bad else 0
 

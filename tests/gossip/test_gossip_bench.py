@@ -70,8 +70,10 @@ def test_load_per_member_is_flat_from_10_to_30_members() -> None:
     assert 0.8 <= big.packets / small.packets <= 1.2
 
 
-def test_command_line_runs_every_measurement_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "runs.json"
+def test_command_line_runs_every_measurement_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs.jsonl"
     argv = [
         "--seeds=1",
         "--members=20",
@@ -80,12 +82,23 @@ def test_command_line_runs_every_measurement_and_writes_json(tmp_path: Path) -> 
         "--fp-small-members=10",
         "--fp-small-duration=40",
         "--sizes=10",
-        f"--json={out}",
+        f"--out={out}",
     ]
     assert main(argv) == 0
-    runs = json.loads(out.read_text())["runs"]
-    kinds = sorted(r["kind"] for r in runs)
+    lines = out.read_text().splitlines()
+    kinds = sorted(json.loads(line)["kind"] for line in lines)
     assert kinds == ["Detection"] * 2 + ["FalsePositives"] * 3 + ["Load"]
+    first = capsys.readouterr().out
+    # Interrupted after the first run: --resume runs only the other five, and the
+    # summary is the same.
+    out.write_text(lines[0] + "\n")
+    assert main([*argv, "--resume"]) == 0
+    again = capsys.readouterr().out
+    assert "1 runs already in" in again
+    assert again.count("\ndetect ") + again.count("\nfp ") + again.count("\nload ") == 5
+    assert len(out.read_text().splitlines()) == 6
+    table = first[first.index("Detection, 20 members") : first.index("6 runs")]
+    assert table in again
 
 
 def test_summary_tables() -> None:
