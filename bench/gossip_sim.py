@@ -1,7 +1,7 @@
 """The gossip ring's figures from issue 6, measured in the simulator.
 
     python -m bench.gossip_sim [--seeds 20] [--members 1000] [--jobs 2] [--quick]
-                               [--only detect,fp,load] [--peers lifeguard,no-lifeguard]
+                               [--only detect,fp,load] [--peers lifeguard,memberlist]
 
 Every run is one seed of `stack.sim.gossip.GossipNet`: real `Gossip` cores, LAN
 preset (1 s probe interval), 1 to 5 ms latency, the codec skipped unless said
@@ -11,7 +11,7 @@ preset (1 s probe interval), 1 to 5 ms latency, the codec skipped unless said
 * detect: one member of a `--members` ring crashes 10 to 11 s in. Time from the
   crash to the first failed probe of it, to the first member declaring it dead,
   and to every live member knowing it is dead (its FAILED event). Run for
-  each of `--peers` (`PEERS`: Lifeguard, the preset, and memberlist without
+  each of `--peers` (`PEERS`: stack's preset, memberlist with and without
   Lifeguard) on the same seeds: same ring, same victim, same crash time.
 * fp: 10% of datagrams lost (push-pull rides TCP and is not), one random member
   paused for 5 s at a random time; nobody crashes, so every FAILED event is a
@@ -51,17 +51,20 @@ from stack.gossip.suspicion import suspicion_timeout
 from stack.gossip.types import EventKind, State
 from stack.sim.gossip import CountingGossip, GossipNet, Seen
 
-# "no-lifeguard" is memberlist without Lifeguard: a fixed suspicion timeout (the
-# minimum, 4 x log10(n) x probe interval, whatever the confirmations) and no local
-# health awareness (probe interval and timeout never stretch). What stays: telling a
-# suspect it is suspected along with the next probe, which the core always does.
+# "lifeguard" is stack's preset. "memberlist" is memberlist's own behaviour with
+# Lifeguard (its LAN defaults): no last-chance check of a suspect before declaring
+# it dead, no direct answer to a stale accusation (`recheck_suspects`).
+# "no-lifeguard" is memberlist without Lifeguard: that, plus a fixed suspicion
+# timeout (the minimum, 4 x log10(n) x probe interval, whatever the confirmations)
+# and no local health awareness (probe interval and timeout never stretch). What
+# stays in all: telling a suspect it is suspected along with the next probe.
 # "retransmit-6" is the preset with each broadcast sent 1.5 times as often
 # (memberlist's default retransmit_mult is 4): not run unless asked (`--peers`).
+_MEMBERLIST = replace(GossipConfig.lan(), recheck_suspects=False)
 PEERS: dict[str, GossipConfig] = {
     "lifeguard": GossipConfig.lan(),
-    "no-lifeguard": replace(
-        GossipConfig.lan(), suspicion_max_timeout_mult=1, awareness_max_multiplier=1
-    ),
+    "memberlist": _MEMBERLIST,
+    "no-lifeguard": replace(_MEMBERLIST, suspicion_max_timeout_mult=1, awareness_max_multiplier=1),
     "retransmit-6": replace(GossipConfig.lan(), retransmit_mult=6),
 }
 
@@ -511,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--peers",
         type=_peers,
-        default=["lifeguard", "no-lifeguard"],
+        default=["lifeguard", "memberlist"],
         help=f"configurations for detect and the small fp ring, of {', '.join(PEERS)}",
     )
     ap.add_argument("--fp-duration", type=float, default=180.0, help="s per seed, big ring")

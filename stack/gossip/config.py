@@ -40,6 +40,12 @@ class GossipConfig:
     dead_node_reclaim_time: float = 0.0
     """After a member has been dead this long, another address may claim its name
     (0: never)."""
+    recheck_suspects: bool = True
+    """One probe interval before a suspicion expires, ping the suspect again (directly
+    and through `indirect_checks` members) and drop the suspicion if it acks; and
+    answer a member that passes on a stale suspicion or death of us with our current
+    Alive. Not in memberlist (False behaves like it): under packet loss a member can
+    miss a refutation and declare a live member dead."""
     packet_size: int = 1400
     """Byte budget of one packet: probes and gossip piggy-back broadcasts up to it."""
 

@@ -136,6 +136,9 @@ class Gossip:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        # Last-chance checks of suspects about to be declared dead: seq -> (member,
+        # incarnation suspected). An ack clears that suspicion here (see `_check`).
+        self._checks: dict[int, tuple[str, int]] = {}
         # Who `_gossip` may pick, cached: rebuilt only when a member is added,
         # removed, or enters or leaves DEAD/LEFT, or a dead one ages out.
         self._gossip_pool: list[_Node] | None = None
@@ -148,6 +151,7 @@ class Gossip:
         self._leaving = False
         self._out: list[Packet] = []
         self._events: list[MemberEvent] = []
+        self._stale_sender = False  # set by `receive` (see there)
         # Stagger the periodic work like memberlist's tickers so a ring started
         # at once does not probe and gossip in lock step.
         self._next_probe = now + rng.random() * config.probe_interval
@@ -185,6 +189,7 @@ class Gossip:
         self._queue(Alive(self.name, me.incarnation, self.addr, dict(tags)))
 
     def receive(self, from_addr: str, messages: Sequence[Message], now: float) -> None:
+        self._stale_sender = False
         # Most common first: piggy-backed broadcasts outnumber probes in a busy ring.
         for m in messages:
             if isinstance(m, Alive):
@@ -194,7 +199,7 @@ class Gossip:
             elif isinstance(m, Ping):
                 self._on_ping(from_addr, m)
             elif isinstance(m, Ack):
-                self._on_ack(m)
+                self._on_ack(m, now)
             elif isinstance(m, Dead):
                 self._on_dead(m, now)
             elif isinstance(m, IndirectPing):
@@ -204,6 +209,12 @@ class Gossip:
                     self._probe.nacks += 1
             else:
                 self._on_push_pull(from_addr, m, now)
+        if self._stale_sender and self.cfg.recheck_suspects and not self._leaving:
+            # The sender passed on a suspicion or death of us that we have already
+            # refuted: it missed our refutation, so tell it directly rather than
+            # hope the epidemic reaches it before its suspicion times out.
+            me = self._nodes[self.name]
+            self._send(from_addr, (Alive(self.name, me.incarnation, me.addr, dict(me.tags)),))
 
     def tick(self, now: float) -> None:
         """Run whatever work is due at `now`; cheap to call early."""
@@ -211,9 +222,14 @@ class Gossip:
             relay = self._relays.pop(seq)
             self._send(relay.requester_addr, (Nack(relay.seq, self.name),))
         self._advance_probe(now)
-        for name in [n for n, s in self._suspicions.items() if s.deadline() <= now]:
-            node = self._nodes[name]
-            self._on_dead(Dead(name, node.incarnation, self.name), now)
+        check_before = self.cfg.probe_interval
+        recheck = self.cfg.recheck_suspects
+        for name, s in list(self._suspicions.items()):
+            if s.deadline() <= now:
+                node = self._nodes[name]
+                self._on_dead(Dead(name, node.incarnation, self.name), now)
+            elif recheck and not s.checked and s.deadline() - check_before <= now:
+                self._check(name)
         if now >= self._next_gossip:
             self._gossip(now)
             self._next_gossip = _next_slot(self._next_gossip, self.cfg.gossip_interval, now)
@@ -238,8 +254,11 @@ class Gossip:
         for r in self._relays.values():
             if r.expires_at < t:
                 t = r.expires_at
+        check_before = self.cfg.probe_interval if self.cfg.recheck_suspects else 0.0
         for s in self._suspicions.values():
             d = s.deadline()
+            if not s.checked:
+                d -= check_before
             if d < t:
                 t = d
         return t
@@ -326,13 +345,51 @@ class Gossip:
             self._awareness.apply_delta(1)
         self._on_suspect(Suspect(p.target, p.incarnation, self.name), p.deadline)
 
+    def _check(self, name: str) -> None:
+        """One probe interval before a suspicion of `name` expires, ping it once
+        more, directly and through `indirect_checks` members at once, with our
+        suspicion attached. Under packet loss a member can miss the refutation
+        (an epidemic reaches all but a few in ~1e-5 of rounds); the suspect
+        answers a stale accuser with its newer Alive, and any ack clears the
+        suspicion here. A crashed member acks nothing, so detection is no
+        slower: the deadline does not move."""
+        suspicion = self._suspicions[name]
+        suspicion.checked = True
+        node = self._nodes[name]
+        self._seq += 1
+        self._checks[self._seq] = (name, node.incarnation)
+        self._send(
+            node.addr,
+            (Suspect(name, node.incarnation, self.name), Ping(self._seq, name, self.name)),
+        )
+        candidates = [
+            n for n in self._nodes.values() if n.state is State.ALIVE and n.name != self.name
+        ]
+        for peer in self._rng.sample(candidates, min(self.cfg.indirect_checks, len(candidates))):
+            self._send(peer.addr, (IndirectPing(self._seq, name, node.addr, self.name),))
+
+    def _passed_check(self, name: str, incarnation: int, now: float) -> None:
+        """The suspect acked our last-chance check: it is alive. Drop the suspicion
+        here only (nothing is broadcast; its own Alive, newer, is on its way)."""
+        node = self._nodes.get(name)
+        if node is None or node.state is not State.SUSPECT or node.incarnation != incarnation:
+            return
+        self._drop_suspicion(name)
+        node.state = State.ALIVE
+        node.state_change = now
+
+    def _drop_suspicion(self, name: str) -> None:
+        if self._suspicions.pop(name, None) is not None and self._checks:
+            for seq in [q for q, (n, _) in self._checks.items() if n == name]:
+                del self._checks[seq]
+
     def _reset_order(self, now: float) -> None:
         """Start a new probe round: forget long-dead members, reshuffle the rest."""
         for name, node in list(self._nodes.items()):
             gone = node.state in (State.DEAD, State.LEFT) and name != self.name
             if gone and now - node.state_change > self.cfg.gossip_to_the_dead_time:
                 del self._nodes[name]
-                self._suspicions.pop(name, None)
+                self._drop_suspicion(name)
                 self._gossip_pool = None
         self._order = [n for n in self._nodes if n != self.name]
         self._rng.shuffle(self._order)
@@ -348,11 +405,15 @@ class Gossip:
         self._relays[self._seq] = _Relay(from_addr, m.seq, now + self.cfg.probe_timeout)
         self._send(m.target_addr, (Ping(self._seq, m.target, self.name),))
 
-    def _on_ack(self, m: Ack) -> None:
+    def _on_ack(self, m: Ack, now: float) -> None:
         p = self._probe
         if p is not None and m.seq == p.seq:
             self._probe = None
             self._awareness.apply_delta(-1)
+            return
+        check = self._checks.pop(m.seq, None)
+        if check is not None:
+            self._passed_check(*check, now)
             return
         relay = self._relays.pop(m.seq, None)
         if relay is not None:
@@ -384,7 +445,7 @@ class Gossip:
             return
         if is_local and m.incarnation < node.incarnation:
             return
-        self._suspicions.pop(m.name, None)
+        self._drop_suspicion(m.name)
         if is_local:
             same = m.addr == node.addr and dict(m.tags) == node.tags
             if m.incarnation == node.incarnation and same:
@@ -410,7 +471,11 @@ class Gossip:
 
     def _on_suspect(self, m: Suspect, now: float) -> None:
         node = self._nodes.get(m.name)
-        if node is None or m.incarnation < node.incarnation:
+        if node is None:
+            return
+        if m.name == self.name:
+            self._stale_sender = True
+        if m.incarnation < node.incarnation:
             return
         timer = self._suspicions.get(m.name)
         if timer is not None:
@@ -437,9 +502,13 @@ class Gossip:
 
     def _on_dead(self, m: Dead, now: float) -> None:
         node = self._nodes.get(m.name)
-        if node is None or m.incarnation < node.incarnation:
+        if node is None:
             return
-        self._suspicions.pop(m.name, None)
+        if m.name == self.name:
+            self._stale_sender = True
+        if m.incarnation < node.incarnation:
+            return
+        self._drop_suspicion(m.name)
         if node.state in (State.DEAD, State.LEFT):
             return
         if m.name == self.name and not self._leaving:

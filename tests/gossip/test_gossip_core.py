@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -112,6 +113,76 @@ def test_suspicion_expires_into_dead_after_the_timeout() -> None:
     a.tick(14.0)  # 4 * max(1, log10 3) * 1 s
     assert view(a, "b").state is State.DEAD
     assert [(e.kind, e.member.name) for e in a.events()] == [(EventKind.FAILED, "b")]
+
+
+def is_check(p: Packet, target: str) -> bool:
+    """A last-chance check: our suspicion first, then the ping (a probe is the other
+    way round)."""
+    head = p.messages[:2]
+    return (
+        p.to_addr == f"{target}:1"
+        and len(head) == 2
+        and isinstance(head[0], Suspect)
+        and isinstance(head[1], Ping)
+        and head[1].target == target
+    )
+
+
+def test_last_chance_check_an_ack_clears_the_suspicion_here_only() -> None:
+    a, b = core("a"), core("b")
+    introduce(a, "b", "c")
+    introduce(b, "a", "c")
+    a.receive("c:1", [Suspect("b", 1, "c")], 10.0)  # dead at 14.0 unless refuted
+    a.packets()
+    a.tick(12.99)
+    assert not [p for p in a.packets() if is_check(p, "b")]
+    a.tick(13.0)  # one probe interval before the deadline
+    sent = a.packets()
+    [direct] = [p for p in sent if is_check(p, "b")]
+    ping = direct.messages[1]
+    assert isinstance(ping, Ping)
+    seq = ping.seq
+    assert IndirectPing(seq, "b", "b:1", "a") in flat(sent)
+    # b, alive, acks and refutes; only the ack gets through.
+    b.receive("a:1", direct.messages, 13.01)
+    replies = flat(b.packets())
+    assert Ack(seq, "b") in replies
+    assert any(isinstance(m, Alive) and m.name == "b" and m.incarnation == 2 for m in replies)
+    a.receive("b:1", [Ack(seq, "b")], 13.02)
+    assert view(a, "b").state is State.ALIVE and view(a, "b").incarnation == 1
+    assert [m for m in flat(a.packets()) if isinstance(m, Alive | Suspect)] == []  # local
+    a.receive("c:1", [Ack(seq, "c")], 13.03)  # a duplicate (through c) changes nothing
+    assert view(a, "b").state is State.ALIVE
+    a.tick(14.0)  # (a's own unanswered probes may suspect b afresh, with a new timer)
+    assert view(a, "b").state is not State.DEAD
+    assert [e for e in a.events() if e.kind is EventKind.FAILED] == []
+
+
+def test_a_stale_accusation_of_self_is_answered_to_its_sender() -> None:
+    b = core("b")
+    introduce(b, "a", "c")
+    b.receive("c:1", [Suspect("b", 1, "c")], 1.0)  # refutes: incarnation 2
+    b.packets()
+    b.receive("a:1", [Suspect("b", 1, "c"), Dead("b", 1, "c")], 2.0)  # a missed it
+    [p] = b.packets()
+    assert p.to_addr == "a:1" and Alive("b", 2, "b:1", {"id": "b"}) in p.messages
+    assert view(b, "b").incarnation == 2  # stale: no new refutation
+    quiet = Gossip("b", "b:1", {}, replace(CFG, recheck_suspects=False), random.Random(0), 0.0)
+    introduce(quiet, "a", "c", inc=1)
+    quiet.receive("c:1", [Suspect("b", 1, "c")], 1.0)
+    quiet.packets()
+    quiet.receive("a:1", [Suspect("b", 1, "c")], 2.0)
+    assert quiet.packets() == []  # memberlist's behaviour: left to the epidemic
+
+
+def test_unanswered_last_chance_check_does_not_delay_the_death() -> None:
+    a = core("a")
+    introduce(a, "b", "c")
+    a.receive("c:1", [Suspect("b", 1, "c")], 10.0)
+    a.tick(13.0)
+    assert any(isinstance(m, Ping) and m.target == "b" for m in flat(a.packets()))
+    a.tick(14.0)
+    assert view(a, "b").state is State.DEAD
 
 
 def probe_until_target(a: Gossip, target: str) -> tuple[Ping, float]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from gossip_net import Net
 
 from stack.gossip.broadcast import retransmit_limit
+from stack.gossip.config import GossipConfig
 from stack.gossip.core import Gossip
 from stack.gossip.suspicion import suspicion_timeout
 from stack.gossip.types import EventKind, State
@@ -164,7 +166,8 @@ class NeverRefutes(Gossip):
 
 
 def test_pause_check_catches_a_core_that_never_refutes() -> None:
-    net = Net(seed=5, core=NeverRefutes)
+    # Without last-chance checks (which would let the acks it still sends save it).
+    net = Net(seed=5, core=NeverRefutes, config=replace(GossipConfig.lan(), recheck_suspects=False))
     net.ring(N)
     assert settle(net, until=net.now + 10.0) is not None
     net.pause("n05", 5.0)
