@@ -14,15 +14,20 @@ Commands (numbers are permanent, see docs/state.md):
                         servers that both make one cannot both win; bumps the CRL
   PKI_ROLE_WRITE (161)  {"mount", "name", "role": Role.to_dict()}
   PKI_ROLE_DELETE (162) {"mount", "name"}
-  PKI_CERT_STORE (163)  {"mount", "certs": [{"serial", "der", "expiration"}]}: all or
-                        nothing (a serial already stored refuses the batch)
+  PKI_CERT_STORE (163)  {"mount", "certs": [{"serial", "der", "expiration"[, "lease",
+                        "issued"]}]}: all or nothing (a serial already stored refuses the
+                        batch); "lease" ("issue/<role>" or "sign/<role>") and "issued"
+                        make the certificate a lease (Vault's generate_lease)
   PKI_REVOKE (164)      {"mount", "serial", "time", "expiration": float | None}; a serial
                         that is not stored (a no_store certificate) is revoked only when
-                        the body carries its expiration; bumps the CRL
+                        the body carries its expiration; bumps the CRL; ends its lease
   PKI_CRL_BUMP (165)    {"mount", "now"}: a new CRL number (the CRL is rebuilt)
   PKI_TIDY (166)        {"mount", "now", "safety_buffer", "tidy_cert_store",
                         "tidy_revoked_certs"}: drops certificates and revocation
                         entries that expired more than safety_buffer before now
+  PKI_LEASE_EXPIRE (167) {"mount", "now", "limit"}: ends up to `limit` leases whose
+                        certificate expired by `now` (no CRL entry: an expired
+                        certificate needs none); answers {"expired": n, "more": bool}
 
 Tables (keys are mount + NUL + ..., like secrets.py; `purge_mount` deletes the
 prefix `mount + NUL` from each, for `secrets.apply_mount_disable`):
@@ -30,8 +35,15 @@ prefix `mount + NUL` from each, for `secrets.apply_mount_disable`):
                                     "version", "created"}
   pki_crl      mount+NUL         -> {"number", "this_update"}
   pki_roles    mount+NUL+name    -> Role.to_dict()
-  pki_certs    mount+NUL+serial  -> {"der", "expiration"}
+  pki_certs    mount+NUL+serial  -> {"der", "expiration"[, "lease", "issued"]}
   pki_revoked  mount+NUL+serial  -> {"time", "expiration"}
+  pki_leases   mount+NUL+<expiration, 12 digits>/<serial> -> True: the expiry index of
+               the certificates that are leases (a leased certificate's expiration
+               is a whole second, as notAfter is), kept in step with the "lease"
+               field by every command that sets or clears it (as tokens keep
+               `acl_token_expiry`), so the leader's sweep reads only what is due.
+A certificate's lease lives on its row, so a lease and its certificate cannot
+disagree: it ends when the certificate is revoked, expires or is tidied away.
 Serials are Vault's "xx:xx:..." form (lower-case hex bytes, no leading zero byte).
 
 A body of the wrong shape or type is a bug and raises TypeError. Anything a user can
@@ -63,7 +75,8 @@ CRL_TABLE = "pki_crl"
 ROLES_TABLE = "pki_roles"
 CERTS_TABLE = "pki_certs"
 REVOKED_TABLE = "pki_revoked"
-TABLES = (ISSUERS_TABLE, CRL_TABLE, ROLES_TABLE, CERTS_TABLE, REVOKED_TABLE)
+LEASES_TABLE = "pki_leases"
+TABLES = (ISSUERS_TABLE, CRL_TABLE, ROLES_TABLE, CERTS_TABLE, REVOKED_TABLE, LEASES_TABLE)
 
 PKI_ISSUER_SET = 160
 PKI_ROLE_WRITE = 161
@@ -72,6 +85,7 @@ PKI_CERT_STORE = 163
 PKI_REVOKE = 164
 PKI_CRL_BUMP = 165
 PKI_TIDY = 166
+PKI_LEASE_EXPIRE = 167
 
 MOUNT_TYPE = "pki"
 SEP = secretsstate.SEP
@@ -80,6 +94,8 @@ MAX_DER_BYTES = 16 * 1024
 MAX_BATCH = 1024
 MAX_CHAIN = 8
 _SERIAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){0,19}")
+_SECOND_DIGITS = 12  # lease index keys sort as strings up to the year 33658
+MAX_EXPIRE_BATCH = 1024
 
 
 class Refusal(enum.StrEnum):
@@ -100,6 +116,37 @@ def check_serial(serial: str) -> None:
         raise ValueError(f"{serial[:80]!r} is not a serial number of the form xx:xx:...")
 
 
+def check_lease_path(path: str) -> None:
+    """Raise ValueError unless `path` is where a leased certificate came from:
+    "issue/<role>" or "sign/<role>"."""
+    kind, _, role = path.partition("/")
+    if kind not in ("issue", "sign"):
+        raise ValueError(f"{path[:80]!r} is not a lease path (issue/<role> or sign/<role>)")
+    validate_role_name(role)
+
+
+@dataclass(frozen=True, slots=True)
+class CertEntry:
+    """A certificate to store; with `lease` ("issue/<role>" or "sign/<role>") it is
+    also a lease, issued at `issued`, that ends at `expiration`."""
+
+    serial: str
+    der: bytes
+    expiration: float
+    lease: str = ""
+    issued: float = 0.0
+
+    def to_body(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "serial": self.serial,
+            "der": self.der,
+            "expiration": float(self.expiration),
+        }
+        if self.lease:
+            row |= {"lease": self.lease, "issued": float(self.issued)}
+        return row
+
+
 def register(registry: CommandRegistry) -> None:
     registry.register(PKI_ISSUER_SET, "pki.issuer_set", apply_issuer_set)
     registry.register(PKI_ROLE_WRITE, "pki.role_write", apply_role_write)
@@ -108,6 +155,7 @@ def register(registry: CommandRegistry) -> None:
     registry.register(PKI_REVOKE, "pki.revoke", apply_revoke)
     registry.register(PKI_CRL_BUMP, "pki.crl_bump", apply_crl_bump)
     registry.register(PKI_TIDY, "pki.tidy", apply_tidy)
+    registry.register(PKI_LEASE_EXPIRE, "pki.lease_expire", apply_lease_expire)
 
 
 # -- command builders (the leader encodes, every replica applies)
@@ -147,11 +195,8 @@ def encode_role_delete(registry: CommandRegistry, mount: str, name: str) -> byte
     return registry.encode(PKI_ROLE_DELETE, {"mount": mount, "name": name})
 
 
-def encode_cert_store(
-    registry: CommandRegistry, mount: str, certs: list[tuple[str, bytes, float]]
-) -> bytes:
-    """`certs`: (serial, DER, expiration) for each certificate to keep."""
-    rows = [{"serial": s, "der": der, "expiration": float(exp)} for s, der, exp in certs]
+def encode_cert_store(registry: CommandRegistry, mount: str, certs: list[CertEntry]) -> bytes:
+    rows = [cert.to_body() for cert in certs]
     return registry.encode(PKI_CERT_STORE, {"mount": mount, "certs": rows})
 
 
@@ -193,6 +238,12 @@ def encode_tidy(
         "tidy_revoked_certs": tidy_revoked_certs,
     }
     return registry.encode(PKI_TIDY, body)
+
+
+def encode_lease_expire(
+    registry: CommandRegistry, mount: str, *, now: float, limit: int = MAX_EXPIRE_BATCH
+) -> bytes:
+    return registry.encode(PKI_LEASE_EXPIRE, {"mount": mount, "now": float(now), "limit": limit})
 
 
 # -- body fields (a wrong type is a bug in the encoder: TypeError)
@@ -268,6 +319,25 @@ def _bump_crl(ctx: ApplyContext, mount: str, now: float) -> int:
     return number
 
 
+def _lease_key(mount: str, expiration: float, serial: str) -> str:
+    return _key(mount, f"{math.floor(expiration):0{_SECOND_DIGITS}d}/{serial}")
+
+
+def _unindex(ctx: ApplyContext, mount: str, serial: str, value: dict[str, Any]) -> bool:
+    """Drop the lease index entry of a stored certificate; False if it is no lease."""
+    if "lease" not in value:
+        return False
+    ctx.store.table(LEASES_TABLE).delete(_lease_key(mount, value["expiration"], serial), ctx.index)
+    return True
+
+
+def _end_lease(ctx: ApplyContext, mount: str, serial: str, value: dict[str, Any]) -> None:
+    """Clear the lease of a stored certificate (if it is one) and its index entry."""
+    if _unindex(ctx, mount, serial, value):
+        kept = {k: v for k, v in value.items() if k not in ("lease", "issued")}
+        ctx.store.table(CERTS_TABLE).put(_key(mount, serial), kept, ctx.index)
+
+
 # -- apply
 
 
@@ -341,14 +411,17 @@ def apply_cert_store(ctx: ApplyContext, body: Any) -> WriteResult:
     raw = _get(body, "certs")
     if not isinstance(raw, list):
         raise TypeError("certs must be a list")
-    certs: list[tuple[str, bytes, float]] = []
+    certs: list[CertEntry] = []
     for entry in raw:
         entry = _body(entry)
+        leased = "lease" in entry
         certs.append(
-            (
+            CertEntry(
                 _str(entry, "serial"),
                 _bytes(_get(entry, "der"), "der"),
                 _seconds(_get(entry, "expiration"), "expiration"),
+                _str(entry, "lease") if leased else "",
+                _seconds(_get(entry, "issued"), "issued") if leased else 0.0,
             )
         )
     if (refused := _no_mount(ctx, mount)) is not None:
@@ -357,22 +430,34 @@ def apply_cert_store(ctx: ApplyContext, body: Any) -> WriteResult:
         return _refuse(ctx, Refusal.INVALID, f"store 1 to {MAX_BATCH} certificates at a time")
     table = ctx.store.table(CERTS_TABLE)
     seen: set[str] = set()
-    for serial, der, expiration in certs:
+    for cert in certs:
+        serial = cert.serial
         try:
             check_serial(serial)
+            if cert.lease:
+                check_lease_path(cert.lease)
         except ValueError as e:
             return _refuse(ctx, Refusal.INVALID, str(e))
-        if not der or len(der) > MAX_DER_BYTES or not _finite(expiration):
+        if not cert.der or len(cert.der) > MAX_DER_BYTES or not _finite(cert.expiration):
             return _refuse(
                 ctx, Refusal.INVALID, f"certificate {serial}: empty, too large or bad expiration"
             )
+        if cert.lease and not (
+            _finite(cert.issued) and cert.issued <= cert.expiration == int(cert.expiration)
+        ):  # a lease ends on a whole second, as notAfter does; its index key is exact
+            return _refuse(ctx, Refusal.INVALID, f"certificate {serial}: bad lease times")
         if serial in seen or _key(mount, serial) in table:
             return _refuse(
                 ctx, Refusal.EXISTS, f"a certificate with serial {serial} is already stored"
             )
         seen.add(serial)
-    for serial, der, expiration in certs:
-        table.put(_key(mount, serial), {"der": der, "expiration": expiration}, ctx.index)
+    leases = ctx.store.table(LEASES_TABLE)
+    for cert in certs:
+        row = cert.to_body()
+        del row["serial"]
+        table.put(_key(mount, cert.serial), row, ctx.index)
+        if cert.lease:
+            leases.put(_lease_key(mount, cert.expiration, cert.serial), True, ctx.index)
     return WriteResult(True, ctx.index, {"stored": len(certs)})
 
 
@@ -406,6 +491,8 @@ def apply_revoke(ctx: ApplyContext, body: Any) -> WriteResult:
         error = f"certificate with serial {serial} has already expired; nothing to revoke"
         return _refuse(ctx, Refusal.EXPIRED, error)
     revoked.put(key, {"time": when, "expiration": expiration}, ctx.index)
+    if stored is not None:
+        _end_lease(ctx, mount, serial, stored.value)  # nothing is left for it to revoke
     number = _bump_crl(ctx, mount, when)
     return WriteResult(True, ctx.index, {"revocation_time": when, "crl_number": number})
 
@@ -444,12 +531,40 @@ def apply_tidy(ctx: ApplyContext, body: Any) -> WriteResult:
         table = ctx.store.table(table_name)
         for row in table.scan(prefix):
             if float(row.value["expiration"]) < cutoff:
+                if table_name == CERTS_TABLE:  # a lease the sweep has not ended yet
+                    _unindex(ctx, mount, row.key[len(prefix) :], row.value)
                 table.delete(row.key, ctx.index)
                 dropped[name] += 1
     answer: dict[str, Any] = dict(dropped)
     if dropped["revoked_cert_deleted"]:
         answer["crl_number"] = _bump_crl(ctx, mount, now)
     return WriteResult(True, ctx.index, answer)
+
+
+def apply_lease_expire(ctx: ApplyContext, body: Any) -> WriteResult:
+    body = _body(body)
+    mount = _str(body, "mount")
+    now = _seconds(_get(body, "now"), "now")
+    limit = _int(_get(body, "limit"), "limit")
+    if (refused := _no_mount(ctx, mount)) is not None:
+        return refused
+    if not _finite(now) or not 0 < limit <= MAX_EXPIRE_BATCH:
+        return _refuse(ctx, Refusal.INVALID, f"now out of range or limit not 1-{MAX_EXPIRE_BATCH}")
+    prefix = _key(mount)
+    certs = ctx.store.table(CERTS_TABLE)
+    expired = 0
+    for key in ctx.store.table(LEASES_TABLE).keys(prefix):  # a copy: ending deletes keys
+        second, _, serial = key[len(prefix) :].partition("/")
+        if int(second) > now:
+            break
+        row = certs.get(_key(mount, serial))
+        if row is None:
+            raise KeyError(f"the lease index of {mount} names a missing certificate {serial}")
+        if expired == limit:
+            return WriteResult(True, ctx.index, {"expired": expired, "more": True})
+        _end_lease(ctx, mount, serial, row.value)
+        expired += 1
+    return WriteResult(True, ctx.index, {"expired": expired, "more": False})
 
 
 def purge_mount(ctx: ApplyContext, mount: str) -> int:
@@ -477,6 +592,8 @@ class CertRow:
     der: bytes
     expiration: float
     revocation_time: float | None
+    lease: str = ""  # "issue/<role>" or "sign/<role>" while the certificate is a lease
+    issued: float = 0.0  # when its lease began
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,17 +646,34 @@ def get_cert(store: StateStore, mount: str, serial: str) -> CertRow | None:
     if row is None:
         return None
     rev = store.table(REVOKED_TABLE).get(_key(mount, serial))
+    v = row.value
     return CertRow(
         serial,
-        bytes(row.value["der"]),
-        float(row.value["expiration"]),
+        bytes(v["der"]),
+        float(v["expiration"]),
         None if rev is None else float(rev.value["time"]),
+        str(v.get("lease", "")),
+        float(v.get("issued", 0.0)),
     )
 
 
 def list_certs(store: StateStore, mount: str) -> list[str]:
     prefix = _key(mount)
     return [key[len(prefix) :] for key in store.table(CERTS_TABLE).keys(prefix)]
+
+
+def leased_serials(store: StateStore, mount: str) -> list[str]:
+    """The serials of the mount's certificates that are leases, earliest expiry first."""
+    prefix = _key(mount)
+    return [key[len(prefix) :].partition("/")[2] for key in store.table(LEASES_TABLE).keys(prefix)]
+
+
+def next_lease_expiry(store: StateStore, mount: str) -> float | None:
+    """When the mount's first lease ends (None: it has none); the leader proposes
+    `pki.lease_expire` once it has passed."""
+    prefix = _key(mount)
+    first = store.table(LEASES_TABLE).keys(prefix)[:1]
+    return float(first[0][len(prefix) :].partition("/")[0]) if first else None
 
 
 def list_revoked(store: StateStore, mount: str) -> list[Revoked]:

@@ -44,6 +44,7 @@ class Response:
     status: int = 200
     lease_duration: int = 0
     renewable: bool = False
+    lease_id: str = ""  # a secret that is a lease (a PKI certificate with generate_lease)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Response:
             "status": self.status,
             "lease_duration": self.lease_duration,
             "renewable": self.renewable,
+            "lease_id": self.lease_id,
         }
 
     @classmethod
@@ -66,6 +68,7 @@ class Response:
             status=int(body.get("status", 200)),
             lease_duration=int(body.get("lease_duration", 0)),
             renewable=bool(body.get("renewable", False)),
+            lease_id=str(body.get("lease_id") or ""),
         )
 
 

@@ -65,6 +65,7 @@ Wiring (the lead does this; nothing here is wired yet):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -77,11 +78,13 @@ from stack.state import ca as castate
 from stack.state import pki as st
 from stack.state import secrets as secretsstate
 from stack.state.commands import WriteResult
-from stack.state.pki_role import MAX_DURATION, Role, validate_role_name
+from stack.state.pki_role import Role, validate_role_name
 from stack.vault import pki
+from stack.vault import pki_requests as rq
 from stack.vault.kv_backend import apply_here
 from stack.vault.logical import LogicalError, Operation, Request, Response
-from stack.vault.timefmt import parse_duration, rfc3339
+from stack.vault.pki_leases import lease_id
+from stack.vault.timefmt import rfc3339
 
 if TYPE_CHECKING:
     from stack.agent import Agent
@@ -95,8 +98,6 @@ CT_CERT = "application/pkix-cert"
 CT_PEM_CHAIN = "application/pem-certificate-chain"
 CT_CRL = "application/pkix-crl"
 CT_PEM_FILE = "application/x-pem-file"
-_ROLE_LISTS = ("allowed_domains", "cn_validations", "key_usage", "ou", "organization")
-_ROLE_DURATIONS = ("ttl", "max_ttl", "not_before_duration")
 
 
 def raw(content_type: str, body: bytes) -> Response:
@@ -120,11 +121,19 @@ def _refused(data: Any) -> LogicalError:
     return LogicalError(status, str(info.get("error", "refused")))
 
 
+NO_STORE_WINS = (
+    "mutually exclusive values no_store=true and generate_lease=true were both specified; "
+    "no_store=true takes priority"
+)
+LEASES_DISCOURAGED = (
+    "it is encouraged to disable generate_lease and rely on PKI's native capabilities when "
+    "possible; this option can cause Vault-wide issues with large numbers of issued certificates"
+)
 _INTERRUPTED = LogicalError(503, "storing the certificate was interrupted; retry")
 
 
 def _settle(
-    batch: list[tuple[tuple[str, bytes, float], asyncio.Future[None]]], error: Exception | None
+    batch: list[tuple[st.CertEntry, asyncio.Future[None]]], error: Exception | None
 ) -> None:
     for _, done in batch:
         if done.done():
@@ -148,7 +157,7 @@ class PkiBackend:
         self._roles: dict[tuple[str, str], tuple[int, Role]] = {}
         self._crls: dict[str, tuple[tuple[str, int, int], bytes, bytes]] = {}
         self._issuer_lock = asyncio.Lock()
-        self._pending: dict[str, list[tuple[tuple[str, bytes, float], asyncio.Future[None]]]] = {}
+        self._pending: dict[str, list[tuple[st.CertEntry, asyncio.Future[None]]]] = {}
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -315,7 +324,7 @@ class PkiBackend:
             role = self._load_role(mount, name)
             if role is None:
                 raise LogicalError(404, "")
-            return Response(data=role_json(role))
+            return Response(data=rq.role_json(role))
         if op is Operation.DELETE:
             await self._apply(st.encode_role_delete(reg, mount.path, name))
             return Response()
@@ -326,18 +335,19 @@ class PkiBackend:
                 if existing is None:
                     raise LogicalError(404, f"no role named {name!r} to patch")
                 base = existing
-            role, ignored = role_from_request(body, base)
+            role, ignored = rq.role_from_request(body, base)
+            warnings = []
+            if ignored:
+                warnings.append(f"Endpoint ignored these unrecognized parameters: {ignored}")
+            if role.generate_lease:  # Vault's words; no_store wins, as in Vault
+                warnings.append(NO_STORE_WINS if role.no_store else LEASES_DISCOURAGED)
+                role = dataclasses.replace(role, generate_lease=not role.no_store)
             try:
                 role = role.validated()
             except ValueError as e:
                 raise LogicalError(400, str(e)) from None
             await self._apply(st.encode_role_write(reg, mount.path, name, role))
-            warnings = []
-            if ignored:
-                warnings.append(f"Endpoint ignored these unrecognized parameters: {ignored}")
-            if role.generate_lease:
-                warnings.append("generate_lease is stored but stack issues no leases")
-            return Response(data=role_json(role), warnings=warnings)
+            return Response(data=rq.role_json(role), warnings=warnings)
         raise LogicalError(405, f"{op.value} is not supported on roles/{name}")
 
     def _role_for_issue(self, mount: secretsstate.Mount, name: str) -> Role:
@@ -350,55 +360,81 @@ class PkiBackend:
     async def _issue(self, mount: secretsstate.Mount, name: str, body: dict[str, Any]) -> Response:
         role = self._role_for_issue(mount, name)
         _, issuer = await self.issuer(mount)
-        fmt = _issue_format(body)
+        fmt, now = rq.issue_format(body), self._now()
         try:
             issued = pki.issue(
                 issuer,
                 role,
-                common_name=_text(body, "common_name"),
-                alt_names=_names(body.get("alt_names")),
-                ip_sans=_names(body.get("ip_sans")),
-                ttl=_duration(body.get("ttl")),
-                now=_at(self._now()),
+                common_name=rq.text(body, "common_name"),
+                alt_names=rq.names(body.get("alt_names")),
+                ip_sans=rq.names(body.get("ip_sans")),
+                ttl=rq.duration(body.get("ttl")),
+                now=_at(now),
                 serial=pki.new_serial(),
-                exclude_cn_from_sans=_flag(body, "exclude_cn_from_sans"),
-                private_key_format=_text(body, "private_key_format") or "der",
+                exclude_cn_from_sans=rq.flag(body, "exclude_cn_from_sans"),
+                private_key_format=rq.text(body, "private_key_format") or "der",
             )
             data = issued.to_response(fmt)
         except pki.PkiError as e:
             raise LogicalError(400, str(e)) from None
-        await self._store(mount, role, issued)
-        return Response(data=data, warnings=list(issued.warnings))
+        return await self._keep(mount, role, f"issue/{name}", issued, data, now)
 
     async def _sign(self, mount: secretsstate.Mount, name: str, body: dict[str, Any]) -> Response:
         role = self._role_for_issue(mount, name)
         _, issuer = await self.issuer(mount)
-        fmt = _issue_format(body)
+        fmt, now = rq.issue_format(body), self._now()
         try:
             issued = pki.sign_csr(
                 issuer,
                 role,
-                _text(body, "csr"),
-                common_name=_text(body, "common_name"),
-                alt_names=_names(body.get("alt_names")),
-                ip_sans=_names(body.get("ip_sans")),
-                ttl=_duration(body.get("ttl")),
-                now=_at(self._now()),
+                rq.text(body, "csr"),
+                common_name=rq.text(body, "common_name"),
+                alt_names=rq.names(body.get("alt_names")),
+                ip_sans=rq.names(body.get("ip_sans")),
+                ttl=rq.duration(body.get("ttl")),
+                now=_at(now),
                 serial=pki.new_serial(),
-                exclude_cn_from_sans=_flag(body, "exclude_cn_from_sans"),
+                exclude_cn_from_sans=rq.flag(body, "exclude_cn_from_sans"),
             )
             data = issued.to_response(fmt)
         except pki.PkiError as e:
             raise LogicalError(400, str(e)) from None
-        await self._store(mount, role, issued)
-        return Response(data=data, warnings=list(issued.warnings))
+        return await self._keep(mount, role, f"sign/{name}", issued, data, now)
 
-    async def _store(self, mount: secretsstate.Mount, role: Role, issued: pki.IssuedCert) -> None:
-        """Keep the certificate (unless no_store), sharing log entries with concurrent
-        issues on the same mount: one store in flight per mount."""
+    async def _keep(
+        self,
+        mount: secretsstate.Mount,
+        role: Role,
+        path: str,
+        issued: pki.IssuedCert,
+        data: dict[str, Any],
+        now: float,
+    ) -> Response:
+        """Store the certificate (unless no_store) and answer. A role with
+        generate_lease makes it a lease in the same log entry (`pki_leases.py`):
+        Vault's lease_id, lease_duration until notAfter, not renewable."""
+        warnings = list(issued.warnings)
         if role.no_store:
-            return
-        entry = (issued.serial_number, issued.certificate_der, float(issued.expiration))
+            return Response(data=data, warnings=warnings)
+        leased = path if role.generate_lease else ""
+        serial = issued.serial_number
+        expiration = float(issued.expiration)
+        await self._store(
+            mount, st.CertEntry(serial, issued.certificate_der, expiration, leased, now)
+        )
+        if not leased:
+            return Response(data=data, warnings=warnings)
+        return Response(
+            data=data,
+            warnings=warnings,
+            lease_id=lease_id(mount.path, leased, serial),
+            lease_duration=max(0, int(expiration - self._now())),
+            renewable=False,
+        )
+
+    async def _store(self, mount: secretsstate.Mount, entry: st.CertEntry) -> None:
+        """Keep the certificate, sharing log entries with concurrent issues on the
+        same mount: one store in flight per mount."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(mount.path, []).append((entry, done))
         if mount.path not in self._flushing:
@@ -430,7 +466,7 @@ class PkiBackend:
         if body.get("certificate"):
             _, issuer = await self.issuer(mount)
             try:
-                cert = x509.load_pem_x509_certificate(_text(body, "certificate").encode())
+                cert = x509.load_pem_x509_certificate(rq.text(body, "certificate").encode())
                 cert.verify_directly_issued_by(issuer.cert)
             except (ValueError, TypeError, InvalidSignature):
                 raise LogicalError(
@@ -440,7 +476,7 @@ class PkiBackend:
             expiration = cert.not_valid_after_utc.timestamp()
         elif body.get("serial_number"):
             try:
-                serial = pki.canonical_serial(_text(body, "serial_number"))
+                serial = pki.canonical_serial(rq.text(body, "serial_number"))
             except pki.PkiError as e:
                 raise LogicalError(400, str(e)) from None
             if st.get_cert(store, mount.path, serial) is None and self._has_no_store_role(mount):
@@ -467,10 +503,10 @@ class PkiBackend:
         )
 
     async def _tidy(self, mount: secretsstate.Mount, body: dict[str, Any]) -> Response:
-        certs, revoked = _flag(body, "tidy_cert_store"), _flag(body, "tidy_revoked_certs")
+        certs, revoked = rq.flag(body, "tidy_cert_store"), rq.flag(body, "tidy_revoked_certs")
         buffer = DEFAULT_SAFETY_BUFFER
         if body.get("safety_buffer") not in (None, ""):
-            buffer = _duration(body["safety_buffer"], "safety_buffer")
+            buffer = rq.duration(body["safety_buffer"], "safety_buffer")
         if not (certs or revoked):
             return Response(
                 status=202,
@@ -527,20 +563,20 @@ class PkiBackend:
             if sub in ("ca", "cert/ca/raw"):
                 return raw(CT_CERT, issuer.cert_der)
             if sub == "cert/ca":
-                return Response(data=_cert_json(issuer.issuing_ca, None))
+                return Response(data=rq.cert_json(issuer.issuing_ca, None))
             return raw(CT_PEM_CHAIN, issuer.issuing_ca.encode())
         if sub in ("ca_chain", "cert/ca_chain"):
             _, issuer = await self.issuer(mount)
             chain = "\n".join(issuer.ca_chain)
             if sub == "ca_chain":
                 return raw(CT_CERT, chain.encode())
-            return Response(data={**_cert_json(chain, None), "ca_chain": chain})
+            return Response(data={**rq.cert_json(chain, None), "ca_chain": chain})
         if sub in ("crl", "cert/crl/raw", "crl/pem", "cert/crl/raw/pem", "cert/crl"):
             pem, der = await self.crl(mount)
             if sub in ("crl", "cert/crl/raw"):
                 return raw(CT_CRL, der)
             if sub == "cert/crl":
-                return Response(data=_cert_json(pem.decode().strip(), None))
+                return Response(data=rq.cert_json(pem.decode().strip(), None))
             return raw(CT_PEM_FILE, pem.strip())
         if sub == "crl/rotate":
             await self.issuer(mount)
@@ -570,100 +606,4 @@ class PkiBackend:
         pem = pki.pem_from_der(row.der)
         if form == "raw/pem":
             return raw(CT_PEM_CHAIN, pem.encode())
-        return Response(data=_cert_json(pem, row.revocation_time))
-
-
-# -- request fields (Vault decodes weakly: strings for bools, numbers and lists)
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise LogicalError(400, f"{name} must be a string")
-    return value
-
-
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
-        return value.strip().lower() in ("true", "1")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise LogicalError(400, f"{name} must be a boolean")
-
-
-def _names(value: Any) -> list[str]:
-    """A comma-separated string or a list of strings (Vault accepts both)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise LogicalError(400, "expected a comma-separated string or a list of strings")
-
-
-def _duration(value: Any, name: str = "ttl") -> float:
-    if value is None or value == "":
-        return 0.0
-    seconds = parse_duration(value, name)
-    if not 0 <= seconds <= MAX_DURATION:
-        raise LogicalError(400, f"{name}: must be between 0 and {MAX_DURATION:.0f} seconds")
-    return seconds
-
-
-def _issue_format(body: dict[str, Any]) -> str:
-    fmt = _text(body, "format") or "pem"
-    if fmt not in ("pem", "der", "pem_bundle"):
-        raise LogicalError(400, f'unknown format {fmt!r}: "pem", "der" or "pem_bundle"')
-    for unsupported in ("uri_sans", "other_sans", "not_after"):
-        if body.get(unsupported):
-            raise LogicalError(400, f"{unsupported} is not supported by this PKI engine")
-    return fmt
-
-
-def role_from_request(body: dict[str, Any], base: Role) -> tuple[Role, list[str]]:
-    """`base` with the fields a role request gives, weakly typed as Vault takes them;
-    the names it did not know, for a warning. `name` is the path's (hvac sends it
-    in the body too; in Vault the path's value wins), so it is not one of them."""
-    values = base.to_dict()
-    ignored = sorted(k for k in body if k not in values and k != "name")
-    for name, default in Role().to_dict().items():
-        if name not in body:
-            continue
-        value = body[name]
-        if name in _ROLE_LISTS:
-            values[name] = _names(value)
-        elif name in _ROLE_DURATIONS:
-            values[name] = _duration(value, name)
-        elif isinstance(default, bool):
-            values[name] = _flag(body, name)
-        elif name == "key_bits":
-            try:
-                values[name] = int(value)
-            except (TypeError, ValueError):
-                raise LogicalError(400, "key_bits must be an integer") from None
-        else:
-            values[name] = _text(body, name)
-    return Role.from_dict(values), ignored
-
-
-def role_json(role: Role) -> dict[str, Any]:
-    """A role as Vault's GET roles/<name> shows it (durations in whole seconds)."""
-    out = role.to_dict()
-    for name in _ROLE_DURATIONS:
-        out[name] = int(out[name])
-    return out
-
-
-def _cert_json(pem: str, revocation_time: float | None) -> dict[str, Any]:
-    when = revocation_time or 0.0
-    return {
-        "certificate": pem,
-        "revocation_time": int(when),
-        "revocation_time_rfc3339": rfc3339(when),
-    }
+        return Response(data=rq.cert_json(pem, row.revocation_time))

@@ -215,8 +215,8 @@ class SecretsService:
 
     # ------------------------------------------------------------ leader duties
     async def run(self) -> None:
-        """On the leader: revoke tokens once they expire (the log carries it, so a
-        new leader picks up where the old one stopped)."""
+        """On the leader: revoke tokens and end PKI leases once they expire (the log
+        carries it, so a new leader picks up where the old one stopped)."""
         from stack.state import approle
         from stack.state import tokens as tokenstate
 
@@ -232,6 +232,9 @@ class SecretsService:
                     n = await self.tokens.expire_due()
                     if n:
                         log.info("expired tokens revoked", count=n)
+                n = await self.leases.pki.expire_due()
+                if n:
+                    log.info("expired pki certificate leases ended", count=n)
                 due = approle.next_secret_id_expiry(self.agent.store)
                 if due is not None and due <= now:
                     await self.auth.tidy_expired()

@@ -1,6 +1,7 @@
 """The PKI engine's replicated state: the issuer's compare-and-set, roles, the
 certificate store, revocation (incl. no_store certificates), CRL numbers, tidy
-with its safety buffer, refusals that change nothing, determinism and snapshots."""
+with its safety buffer, certificates that are leases (their expiry index and the
+leader's sweep), refusals that change nothing, determinism and snapshots."""
 
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ def _issuer(log: Log, version: int = 1, mount: str = M, now: float = 100.0) -> b
     )  # fmt: skip
 
 
-def _store(log: Log, *certs: tuple[str, float], mount: str = M) -> bytes:
-    rows = [(serial, b"DER-" + serial.encode(), exp) for serial, exp in certs]
+def _store(log: Log, *certs: tuple[str, float], mount: str = M, lease: str = "",
+           issued: float = 0.0) -> bytes:  # fmt: skip
+    rows = [pki.CertEntry(serial, b"DER-" + serial.encode(), exp, lease, issued)
+            for serial, exp in certs]  # fmt: skip
     return pki.encode_cert_store(log.registry, mount, rows)
 
 
@@ -88,7 +91,7 @@ def _tidy(log: Log, now: float, buffer: float = 3 * DAY, certs: bool = True,
 
 def test_register_uses_numbers_160_to_179() -> None:
     mine = [spec for spec in _registry() if spec.name.startswith("pki.")]
-    assert len(mine) == 7
+    assert len(mine) == 8
     assert all(160 <= spec.type_id <= 179 and not spec.ignorable for spec in mine)
 
 
@@ -291,11 +294,113 @@ def test_purge_mount_drops_only_that_mount() -> None:
     log.apply(_store(log, ("01", 1000.0)))
     log.apply(_revoke(log, "01", 10.0))
     log.apply(_store(log, ("01", 1000.0), mount="other/"))
+    log.apply(_store(log, ("02", 2000.0), lease="issue/web", issued=5.0))
     ctx = ApplyContext(log.next_index, 1, log.store)
-    assert pki.purge_mount(ctx, M) == 5  # issuer, CRL number, role, cert, revocation
+    # issuer, CRL number, role, two certificates, a revocation, a lease index entry
+    assert pki.purge_mount(ctx, M) == 7
     assert pki.get_issuer(log.store, M) is None and pki.list_roles(log.store, M) == []
     assert pki.list_revoked(log.store, M) == [] and pki.crl_info(log.store, M) is None
     assert pki.list_certs(log.store, "other/") == ["01"]
+    assert pki.leased_serials(log.store, M) == [] and pki.next_lease_expiry(log.store, M) is None
+
+
+# -- certificates that are leases
+
+
+def _lease_state(log: Log) -> dict[str, Any]:
+    """Each certificate's lease path, and the expiry index (which must agree)."""
+    leases = {}
+    for serial in pki.list_certs(log.store, M):
+        row = pki.get_cert(log.store, M, serial)
+        assert row is not None
+        if row.lease:
+            leases[serial] = (row.lease, row.issued, row.expiration)
+    indexed = pki.leased_serials(log.store, M)
+    assert sorted(indexed) == sorted(leases), (indexed, leases)
+    return leases
+
+
+def _expire(log: Log, now: float, limit: int = pki.MAX_EXPIRE_BATCH) -> dict[str, Any]:
+    return _ok(log.apply(pki.encode_lease_expire(log.registry, M, now=now, limit=limit)))
+
+
+def test_a_leased_certificate_carries_its_lease_in_the_same_entry() -> None:
+    log = _log()
+    _ok(log.apply(_store(log, ("01", 500.0), ("02", 300.0), lease="issue/web", issued=10.0)))
+    _ok(log.apply(_store(log, ("03", 400.0), lease="sign/web", issued=20.0)))
+    _ok(log.apply(_store(log, ("04", 100.0))))  # not a lease
+    assert _lease_state(log) == {"01": ("issue/web", 10.0, 500.0),
+                                 "02": ("issue/web", 10.0, 300.0),
+                                 "03": ("sign/web", 20.0, 400.0)}  # fmt: skip
+    assert pki.leased_serials(log.store, M) == ["02", "03", "01"]  # earliest expiry first
+    assert pki.next_lease_expiry(log.store, M) == 300.0
+    row = pki.get_cert(log.store, M, "04")
+    assert row is not None and (row.lease, row.issued) == ("", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("lease", "issued", "expiration", "message"),
+    [
+        ("renew/web", 1.0, 500.0, "not a lease path"),
+        ("issue/", 1.0, 500.0, "role name"),
+        ("issue/bad/name", 1.0, 500.0, "role name"),
+        ("issue/web", 600.0, 500.0, "bad lease times"),
+        ("issue/web", -1.0, 500.0, "bad lease times"),
+        ("issue/web", 1.0, 500.5, "bad lease times"),  # a lease ends on a whole second
+    ],
+)
+def test_bad_leases_are_refused(lease: str, issued: float, expiration: float,
+                                message: str) -> None:  # fmt: skip
+    log = _log()
+    cmd = _store(log, ("01", expiration), lease=lease, issued=issued)
+    assert message in _refused(log, cmd, Refusal.INVALID)
+
+
+def test_revoking_a_leased_certificate_ends_its_lease() -> None:
+    log = _log()
+    log.apply(_issuer(log))
+    log.apply(_store(log, ("01", 500.0), ("02", 600.0), lease="issue/web", issued=10.0))
+    _ok(log.apply(_revoke(log, "01", 100.0)))
+    assert _lease_state(log) == {"02": ("issue/web", 10.0, 600.0)}
+    row = pki.get_cert(log.store, M, "01")
+    assert row is not None and row.revocation_time == 100.0 and row.lease == ""
+    assert [r.serial for r in pki.list_revoked(log.store, M)] == ["01"]
+
+
+def test_the_sweep_ends_due_leases_without_a_crl_entry() -> None:
+    log = _log()
+    log.apply(_store(log, ("01", 100.0), ("02", 200.0), ("03", 200.0), ("04", 900.0),
+                     lease="issue/web", issued=1.0))  # fmt: skip
+    log.apply(_store(log, ("05", 150.0)))  # not a lease: untouched
+    before = pki.crl_info(log.store, M)
+    assert _expire(log, now=99.0) == {"expired": 0, "more": False}
+    assert _expire(log, now=100.0) == {"expired": 1, "more": False}
+    assert pki.next_lease_expiry(log.store, M) == 200.0
+    # a batch limit leaves the rest for the next entry
+    assert _expire(log, now=250.0, limit=1) == {"expired": 1, "more": True}
+    assert _expire(log, now=250.0, limit=1) == {"expired": 1, "more": False}
+    assert _lease_state(log) == {"04": ("issue/web", 1.0, 900.0)}
+    assert pki.list_certs(log.store, M) == ["01", "02", "03", "04", "05"]  # still stored
+    assert pki.list_revoked(log.store, M) == [] and pki.crl_info(log.store, M) == before
+    _refused(log, pki.encode_lease_expire(log.registry, M, now=1.0, limit=0), Refusal.INVALID)
+    _refused(log, pki.encode_lease_expire(log.registry, "nothing/", now=1.0), Refusal.NO_MOUNT)
+
+
+def test_tidy_drops_the_index_entry_of_a_lease_not_yet_swept() -> None:
+    log = _log()
+    log.apply(_store(log, ("01", 100.0), ("02", 100 * DAY), lease="issue/web", issued=1.0))
+    _ok(log.apply(_tidy(log, now=100.0 + 4 * DAY)))
+    assert pki.list_certs(log.store, M) == ["02"]
+    assert _lease_state(log) == {"02": ("issue/web", 1.0, 100 * DAY)}
+
+
+def test_a_broken_lease_index_stops_the_node() -> None:
+    log = _log()
+    log.apply(_store(log, ("01", 100.0), lease="issue/web", issued=1.0))
+    log.store.table(pki.CERTS_TABLE).delete(M + pki.SEP + "01", log.next_index)  # planted bug
+    with pytest.raises(ApplyFailed) as err:
+        log.apply(pki.encode_lease_expire(log.registry, M, now=200.0))
+    assert isinstance(err.value.__cause__, KeyError)
 
 
 # -- determinism and snapshots
@@ -310,6 +415,8 @@ def _script(log: Log) -> None:
     log.apply(_revoke(log, "ff", 102.0, expiration=2000.0))
     log.apply(_tidy(log, now=6 * DAY))  # drops 01 and both revocations, keeps 02
     log.apply(pki.encode_crl_bump(log.registry, M, now=11 * DAY))
+    log.apply(_store(log, ("0a", 20 * DAY), ("0b", 30 * DAY), lease="sign/web", issued=11 * DAY))
+    log.apply(pki.encode_lease_expire(log.registry, M, now=20 * DAY))  # ends 0a's lease
 
 
 def test_replicas_applying_the_same_log_agree() -> None:
@@ -326,5 +433,9 @@ def test_snapshot_round_trip_keeps_pki_state() -> None:
     restored.restore(log.fsm.snapshot())
     assert restored.store.dump() == log.store.dump()
     assert pki.get_role(restored.store, M, "web") == Role(allow_any_name=True).validated()
-    assert pki.list_certs(restored.store, M) == ["02"]
+    assert pki.list_certs(restored.store, M) == ["02", "0a", "0b"]
     assert pki.list_revoked(restored.store, M) == []
+    assert pki.leased_serials(restored.store, M) == ["0b"]
+    assert pki.next_lease_expiry(restored.store, M) == 30 * DAY
+    row = pki.get_cert(restored.store, M, "0b")
+    assert row is not None and (row.lease, row.issued) == ("sign/web", 11 * DAY)

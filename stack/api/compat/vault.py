@@ -138,7 +138,7 @@ def _refuse_unsupported_headers(request: web.Request) -> None:
 def envelope(resp: Response, request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
-        "lease_id": "",
+        "lease_id": resp.lease_id,
         "renewable": resp.renewable,
         "lease_duration": resp.lease_duration,
         "data": resp.data,
