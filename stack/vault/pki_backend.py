@@ -5,7 +5,8 @@ Paths, relative to the mount (Vault's names and response shapes):
 - `roles` LIST; `roles/<name>` POST/PUT (replace), PATCH (merge), GET, DELETE.
 - `issue/<role>` POST/PUT: certificate, issuing_ca, ca_chain, private_key,
   private_key_type, serial_number, expiration; `sign/<role>` (`csr`): the same
-  without the key.
+  without the key. With a `generate_lease` role the answer also carries Vault's
+  lease_id, lease_duration (until notAfter) and renewable false (`pki_leases.py`).
 - `revoke` POST/PUT (`serial_number`, or `certificate` PEM): revocation_time,
   revocation_time_rfc3339.
 - raw: `ca` and `cert/ca/raw` (DER, application/pkix-cert); `ca/pem` and
@@ -36,11 +37,12 @@ the current issuer.
 Issuing is local to the answering (unsealed) server; only storing the certificate
 goes through the log, and concurrent issues on one mount share log entries (one
 `pki.cert_store` in flight per mount; what arrives meanwhile waits for the next).
-A role with no_store writes nothing at all.
+A certificate's lease, if its role has generate_lease, goes in the same entry. A
+role with no_store writes nothing at all (and no_store wins over generate_lease).
 
 Wiring (the lead does this; nothing here is wired yet):
 1. `stack/agent.py` `build_registry`: `pkistate.register(registry)` with
-   `from stack.state import pki as pkistate` (commands 160-166).
+   `from stack.state import pki as pkistate` (commands 160-167).
 2. `stack/state/secrets.py`: accept mount type "pki" (`MOUNT_TYPES`; the version
    check only for "kv"; store the KV `DEFAULT_OPTIONS` so `secrets._mount` still
    reads the row); in `apply_mount_disable` also call
