@@ -38,6 +38,8 @@ from typing import Any
 
 from stack.state import tokens
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_bool, as_seconds
+from stack.state.fields import as_map as _map
 from stack.state.store import Row, StateStore
 from stack.state.tokens import ACCESSORS_TABLE, TOKENS_TABLE, hash_secret
 
@@ -245,12 +247,6 @@ def encode_role_delete(registry: CommandRegistry, *, name: str) -> bytes:
 # -- body fields: wrong types raise TypeError, wrong values ValueError
 
 
-def _map(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError(f"body must be a map, not {type(body).__name__}")
-    return body
-
-
 def _str(b: dict[str, Any], key: str, default: str | None = None, pattern: Any = None) -> str:
     """A string field; required when `default` is None. An optional field may be
     empty; otherwise a `pattern` must match the whole value."""
@@ -274,21 +270,17 @@ def _count(b: dict[str, Any], key: str, default: int = 0) -> int:
 
 
 def _flag(b: dict[str, Any], key: str, default: bool) -> bool:
-    value = b.get(key, default)
-    if not isinstance(value, bool):
-        raise TypeError(f"{key} must be a bool, not {type(value).__name__}")
-    return value
+    return as_bool(b.get(key, default), key)
 
 
 def _time(b: dict[str, Any], key: str) -> float:
     if key not in b:
         raise TypeError(f"{key} is required")
     value = b[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    seconds = as_seconds(value, key)
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{key} must be a finite time >= 0, got {value}")
-    return float(value)
+    return seconds
 
 
 def _names(b: dict[str, Any], key: str, required: bool = False) -> list[str]:

@@ -35,12 +35,8 @@ from stack.state.authfields import (
     TOKEN_DEFAULTS,
     Refusal,
     TokenParams,
-    body_map,
     get_fields,
-    get_int,
-    get_str,
     get_str_map,
-    get_strings,
     get_time,
     key,
     mount_of,
@@ -51,6 +47,7 @@ from stack.state.authfields import (
     validate_token_fields,
 )
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_int, as_map, as_strings, get_str
 from stack.state.store import StateStore
 
 ROLE_SET = 182
@@ -316,7 +313,7 @@ def encode_secret_id_tidy(
 
 
 def apply_role_set(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     name, generated = get_str(b, "name"), get_str(b, "generated_role_id")
     changes = get_fields(b, ROLE_DEFAULTS)
     explicit = get_str(b, "role_id") if "role_id" in b else ""
@@ -359,7 +356,7 @@ def _take_role_id(
 
 
 def apply_role_delete(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     name = get_str(b, "name")
     mount = mount_of(ctx, b, "approle")
     if isinstance(mount, WriteResult):
@@ -374,7 +371,7 @@ def apply_role_delete(ctx: ApplyContext, body: Any) -> WriteResult:
 
 
 def apply_role_id_set(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     name, role_id = get_str(b, "name"), get_str(b, "role_id")
     mount = mount_of(ctx, b, "approle")
     if isinstance(mount, WriteResult):
@@ -436,13 +433,13 @@ def _delete_secret_id(
 
 
 def apply_secret_id_create(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     role_name, secret_hash = get_str(b, "role"), get_str(b, "hash")
     accessor, now = get_str(b, "accessor"), get_time(b, "now")
-    ttl = get_int(b["ttl"], "ttl") if "ttl" in b else None
-    num_uses = get_int(b["num_uses"], "num_uses") if "num_uses" in b else None
+    ttl = as_int(b["ttl"], "ttl") if "ttl" in b else None
+    num_uses = as_int(b["num_uses"], "num_uses") if "num_uses" in b else None
     metadata = get_str_map(b.get("metadata"), "metadata")
-    cidr_list = get_strings(b.get("cidr_list"), "cidr_list")
+    cidr_list = as_strings(b.get("cidr_list"), "cidr_list")
     # The hash and the accessor are made by the proposer, never typed by a user.
     if not SECRET_HASH.fullmatch(secret_hash) or not NAME.fullmatch(accessor):
         raise TypeError("hash must be a SHA-256 hex digest and accessor a NAME")
@@ -488,7 +485,7 @@ def apply_secret_id_use(ctx: ApplyContext, body: Any) -> WriteResult:
     """One login's use of a secret ID, committed before the token is issued: a
     limited secret ID loses a use and is deleted with its last; an unknown or
     expired one is refused, so two logins racing for the last use cannot both win."""
-    b = body_map(body)
+    b = as_map(body)
     role, secret_hash, now = get_str(b, "role"), get_str(b, "hash"), get_time(b, "now")
     mount = mount_of(ctx, b, "approle")
     if isinstance(mount, WriteResult):
@@ -510,7 +507,7 @@ def apply_secret_id_use(ctx: ApplyContext, body: Any) -> WriteResult:
 
 
 def apply_secret_id_destroy(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     role = get_str(b, "role")
     by_hash = "hash" in b
     value = get_str(b, "hash") if by_hash else get_str(b, "accessor")
@@ -530,8 +527,8 @@ def apply_secret_id_destroy(ctx: ApplyContext, body: Any) -> WriteResult:
 def apply_secret_id_tidy(ctx: ApplyContext, body: Any) -> WriteResult:
     """Delete the secret IDs expired at `now` (of one mount, or of all), earliest
     first, at most `limit`; `more` says whether due ones remain (propose again)."""
-    b = body_map(body)
-    now, mount, limit = get_time(b, "now"), get_str(b, "mount"), get_int(b.get("limit"), "limit")
+    b = as_map(body)
+    now, mount, limit = get_time(b, "now"), get_str(b, "mount"), as_int(b.get("limit"), "limit")
     if limit < 1:
         raise TypeError("limit must be at least 1")
     store = ctx.store

@@ -47,13 +47,12 @@ from stack.state.authfields import (
     MOUNTS_TABLE,
     NAME,
     Refusal,
-    body_map,
-    get_str,
     get_time,
     problem,
     refuse,
 )
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_map, get_str
 from stack.state.store import StateStore
 
 MOUNT_ENABLE = 180
@@ -107,7 +106,7 @@ def encode_mount_disable(registry: CommandRegistry, path: str) -> bytes:
 
 
 def apply_mount_enable(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     path, method_type = get_str(b, "path"), get_str(b, "type")
     description, accessor = get_str(b, "description"), get_str(b, "accessor")
     now = get_time(b, "now")
@@ -135,7 +134,7 @@ def apply_mount_disable(ctx: ApplyContext, body: Any) -> WriteResult:
     """The mount, its roles, secret IDs and users, and, as Vault logs out everyone an
     auth method logged in, every token whose path is under `auth/<path>` (with its
     children). Disabling a path with no mount is not an error (Vault)."""
-    path = get_str(body_map(body), "path")
+    path = get_str(as_map(body), "path")
     store, index = ctx.store, ctx.index
     if store.table(MOUNTS_TABLE).delete(path, index) is None:
         return WriteResult(True, index, {"disabled": False, "revoked": []})

@@ -1,7 +1,8 @@
 """What the auth-method state modules share (`auth.py`, `approle.py`,
 `userpass.py`): the mount table they hang off, key layout, the refusal codes,
-body field readers, and the token fields a role or user puts in the tokens it
-issues (`TOKEN_DEFAULTS`) with their validation.
+the body field readers only they use (the common ones are in `fields.py`), and
+the token fields a role or user puts in the tokens it issues (`TOKEN_DEFAULTS`)
+with their validation.
 
 Validation functions raise ValueError for what a user got wrong (the backend
 answers 400 with the message; apply refuses with the same) and TypeError for a
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.state.commands import ApplyContext, WriteResult
+from stack.state.fields import as_bool, as_int, as_seconds, as_str_map, as_strings, get_str
 
 MOUNTS_TABLE = "auth_mounts"
 SEP = "\x00"  # joins mount path, name and hash in keys; no part may hold it
@@ -120,48 +122,16 @@ def validate_token_fields(fields: dict[str, Any]) -> None:
 # -- body fields (a wrong type is a bug in the proposer: TypeError)
 
 
-def body_map(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError(f"body must be a map, not {type(body).__name__}")
-    return body
-
-
-def get_str(body: dict[str, Any], name: str) -> str:
-    if name not in body:
-        raise TypeError(f"body has no {name!r}")
-    value = body[name]
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
-
-
-def get_int(value: Any, name: str) -> int:
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
 def get_time(body: dict[str, Any], name: str) -> float:
-    value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    """A time field; missing, not finite or negative is a TypeError too."""
+    value = as_seconds(body.get(name), name)
     if not math.isfinite(value) or value < 0:
         raise TypeError(f"{name} must be a finite time >= 0")
-    return float(value)
-
-
-def get_strings(value: Any, name: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{name} must be a list of str")
-    return list(value)
+    return value
 
 
 def get_str_map(value: Any, name: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise TypeError(f"{name} must map str to str")
-    return dict(sorted(value.items()))
+    return dict(sorted(as_str_map(value, name).items()))
 
 
 def get_fields(body: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -173,16 +143,15 @@ def get_fields(body: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]
             continue
         value = body[name]
         if name in _LISTS:
-            value = get_strings(value, name)
+            value = as_strings(value, name)
             if name == "token_policies":
                 value = sorted(set(value))
         elif name in _FLAGS:
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+            as_bool(value, name)
         elif name in _STRINGS:
             value = get_str(body, name)
         else:
-            value = get_int(value, name)
+            value = as_int(value, name)
         out[name] = value
     return out
 

@@ -63,6 +63,13 @@ from typing import Any
 
 from stack.state import secrets as secretsstate
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_body as _body
+from stack.state.fields import as_bool as _bool
+from stack.state.fields import as_bytes as _bytes
+from stack.state.fields import as_int as _int
+from stack.state.fields import as_seconds as _seconds
+from stack.state.fields import field as _get
+from stack.state.fields import get_str as _str
 from stack.state.pki_role import (
     MAX_DURATION,
     Role,
@@ -247,49 +254,6 @@ def encode_lease_expire(
 
 
 # -- body fields (a wrong type is a bug in the encoder: TypeError)
-
-
-def _body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError(f"body must be a map, got {type(body).__name__}")
-    return body
-
-
-def _get(body: dict[str, Any], name: str) -> Any:
-    if name not in body:
-        raise TypeError(f"body has no {name!r}")
-    return body[name]
-
-
-def _str(body: dict[str, Any], name: str) -> str:
-    value = _get(body, name)
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
-
-
-def _bytes(value: Any, name: str) -> bytes:
-    if not isinstance(value, bytes):
-        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
-    return value
-
-
-def _int(value: Any, name: str) -> int:
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
-def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    return float(value)
 
 
 def _finite(value: float) -> bool:

@@ -60,6 +60,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_body as _body
+from stack.state.fields import as_bool as _bool
+from stack.state.fields import as_int as _int
+from stack.state.fields import as_seconds as _seconds
+from stack.state.fields import as_str_map, get_bytes
+from stack.state.fields import field as _get
+from stack.state.fields import get_str as _str
 from stack.state.store import Row, StateStore, Table
 
 MOUNTS_TABLE = "secrets_mounts"
@@ -322,62 +329,10 @@ def encode_kv2_metadata_delete(registry: CommandRegistry, mount: str, path: str)
 # -- body fields (a wrong type is a bug in the encoder: TypeError)
 
 
-def _body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError(f"body must be a map, got {type(body).__name__}")
-    return body
-
-
-def _get(body: dict[str, Any], name: str) -> Any:
-    if name not in body:
-        raise TypeError(f"body has no {name!r}")
-    return body[name]
-
-
-def _str(body: dict[str, Any], name: str) -> str:
-    value = _get(body, name)
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
-
-
-def _int(value: Any, name: str) -> int:
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
-def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    return float(value)
-
-
-def _ct(body: dict[str, Any]) -> bytes:
-    ct = _get(body, "ct")
-    if not isinstance(ct, bytes):
-        raise TypeError(f"ct must be bytes, not {type(ct).__name__}")
-    return ct
-
-
 def _versions(value: Any) -> list[int]:
     if not isinstance(value, list):
         raise TypeError(f"versions must be a list, not {type(value).__name__}")
     return sorted({_int(v, "version") for v in value})
-
-
-def _custom_metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise TypeError("custom_metadata must map str to str")
-    return dict(value)
 
 
 def _problem(check: Callable[[Any], None], value: Any) -> str | None:
@@ -545,7 +500,7 @@ def _secret_target(
 def apply_kv1_put(ctx: ApplyContext, body: Any) -> WriteResult:
     body = _body(body)
     mount, path, target = _secret_target(ctx, body, 1)
-    ct = _ct(body)
+    ct = get_bytes(body, "ct")
     if isinstance(target, WriteResult):
         return target
     if (problem := _problem(check_ct, ct)) is not None:
@@ -590,7 +545,7 @@ def _new_meta(now: float) -> dict[str, Any]:
 def apply_kv2_put(ctx: ApplyContext, body: Any) -> WriteResult:
     body = _body(body)
     mount, path, target = _secret_target(ctx, body, 2)
-    ct, now = _ct(body), _seconds(_get(body, "now"), "now")
+    ct, now = get_bytes(body, "ct"), _seconds(_get(body, "now"), "now")
     cas = _get(body, "cas")
     cas = None if cas is None else _int(cas, "cas")
     if isinstance(target, WriteResult):
@@ -717,7 +672,7 @@ def apply_kv2_metadata_put(ctx: ApplyContext, body: Any) -> WriteResult:
         after = _seconds(_get(body, "delete_version_after"), "delete_version_after")
         changes["delete_version_after"] = after
     if "custom_metadata" in body:
-        changes["custom_metadata"] = _custom_metadata(_get(body, "custom_metadata"))
+        changes["custom_metadata"] = as_str_map(_get(body, "custom_metadata"), "custom_metadata")
     if isinstance(target, WriteResult):
         return target
     if changes.get("max_versions", 0) < 0:

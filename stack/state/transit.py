@@ -47,6 +47,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_body as _body
+from stack.state.fields import get_bool as _bool
+from stack.state.fields import get_bytes as _bytes
+from stack.state.fields import get_int as _int
+from stack.state.fields import get_seconds as _seconds
+from stack.state.fields import get_str as _str
 from stack.state.secrets import MOUNTS_TABLE, SEP
 from stack.state.store import Row, StateStore
 
@@ -322,54 +328,7 @@ def encode_key_trim(registry: CommandRegistry, mount: str, name: str, min_availa
     return registry.encode(TRANSIT_KEY_TRIM, body)
 
 
-# -- body fields (a wrong type is a bug in the encoder: TypeError)
-
-
-def _body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError(f"body must be a map, got {type(body).__name__}")
-    return body
-
-
-def _get(body: dict[str, Any], name: str) -> Any:
-    if name not in body:
-        raise TypeError(f"body has no {name!r}")
-    return body[name]
-
-
-def _str(body: dict[str, Any], name: str) -> str:
-    value = _get(body, name)
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
-
-
-def _int(body: dict[str, Any], name: str) -> int:
-    value = _get(body, name)
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _bool(body: dict[str, Any], name: str) -> bool:
-    value = _get(body, name)
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
-def _seconds(body: dict[str, Any], name: str) -> float:
-    value = _get(body, name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    return float(value)
-
-
-def _bytes(body: dict[str, Any], name: str) -> bytes:
-    value = _get(body, name)
-    if not isinstance(value, bytes):
-        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
-    return value
+# -- refusals, keys and rows
 
 
 def _problem(check: Callable[[], None]) -> str | None:

@@ -20,9 +20,7 @@ from stack.state.authfields import (
     TOKEN_DEFAULTS,
     Refusal,
     TokenParams,
-    body_map,
     get_fields,
-    get_str,
     key,
     mount_of,
     problem,
@@ -32,6 +30,7 @@ from stack.state.authfields import (
     validate_token_fields,
 )
 from stack.state.commands import ApplyContext, CommandRegistry, WriteResult
+from stack.state.fields import as_map, get_str
 from stack.state.store import StateStore
 
 USER_SET = 189
@@ -172,7 +171,7 @@ def _put(
 
 
 def apply_user_set(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     changes = get_fields(b, TOKEN_DEFAULTS)
     if "password" in b:
         changes["password"] = _password(b)
@@ -186,7 +185,7 @@ def apply_user_set(ctx: ApplyContext, body: Any) -> WriteResult:
 
 
 def apply_user_delete(ctx: ApplyContext, body: Any) -> WriteResult:
-    target = _target(ctx, body_map(body))
+    target = _target(ctx, as_map(body))
     if isinstance(target, WriteResult):
         return target
     mount, name, old = target
@@ -206,12 +205,12 @@ def _change(ctx: ApplyContext, b: dict[str, Any], changes: dict[str, Any]) -> Wr
 
 
 def apply_user_password(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     return _change(ctx, b, {"password": _password(b)})
 
 
 def apply_user_policies(ctx: ApplyContext, body: Any) -> WriteResult:
-    b = body_map(body)
+    b = as_map(body)
     if "token_policies" not in b:
         raise TypeError("body has no 'token_policies'")
     return _change(ctx, b, get_fields(b, {"token_policies": []}))

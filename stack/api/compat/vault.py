@@ -26,6 +26,7 @@ from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.web_protocol import RequestHandler
 
 from stack.api.app import CONNECTION
+from stack.api.body import json_object
 from stack.api.errors import status_for
 from stack.errors import BadRequest
 from stack.vault.logical import LogicalError, Operation, Request, Response
@@ -111,18 +112,11 @@ def _path(request: web.Request) -> str:
 
 
 async def _data(request: web.Request) -> dict[str, Any] | None:
-    if not request.can_read_body:
-        return None
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("failed to parse JSON input: the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("failed to parse JSON input: the body must be a JSON object")
-    return body
+    return await json_object(
+        request,
+        not_json="failed to parse JSON input: the body is not valid JSON",
+        not_object="failed to parse JSON input: the body must be a JSON object",
+    )
 
 
 def _refuse_unsupported_headers(request: web.Request) -> None:

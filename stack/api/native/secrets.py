@@ -15,18 +15,15 @@ answer is `{"data": ..., "auth": ..., "warnings": ...}`; errors are the native
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from aiohttp import web
 
 from stack.api.app import AGENT, request_token
+from stack.api.body import json_object
 from stack.api.compat.vault import raw_response
-from stack.errors import BadRequest
 from stack.vault.logical import LogicalError, Operation, Request
-
-MAX_SECRET_BODY = 1 << 20
 
 
 def _operation(request: web.Request) -> Operation:
@@ -59,18 +56,11 @@ def acl_path(rest: str) -> str:
 
 
 async def _body(request: web.Request) -> dict[str, Any] | None:
-    if not request.can_read_body:
-        return None
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
+    return await json_object(
+        request,
+        not_json="request body is not valid JSON",
+        not_object="request body must be a JSON object",
+    )
 
 
 async def _serve(request: web.Request, path: str) -> web.StreamResponse:
