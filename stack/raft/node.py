@@ -96,9 +96,14 @@ class RaftNode:
         on_conf_change: Callable[[ConfChange, int], None] | None = None,
         on_role_change: Callable[[Role, int], None] | None = None,
         inline_sync_entries: int = 4,
+        inline_sync_seconds: float = 0.0005,
     ) -> None:
         self.core = core
         self._inline_sync_entries = inline_sync_entries
+        self._inline_sync_seconds = inline_sync_seconds
+        # What a save (write + fsync) has been taking, smoothed: decides whether a
+        # small batch may be saved on the event loop (see `_handle_ready`).
+        self._save_seconds = 0.0
         self._compacting: asyncio.Future[None] | None = None
         self._storage = storage
         self._fsm = fsm
@@ -259,6 +264,21 @@ class RaftNode:
             else:
                 self._read_waiting[ctx] = rfut
 
+    def _timed_save(
+        self,
+        *,
+        entries: tuple[Entry, ...] | list[Entry],
+        hard_state: HardState | None,
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        started = time.perf_counter()
+        self._storage.save(entries=entries, hard_state=hard_state, snapshot=snapshot, sync=sync)
+        took = time.perf_counter() - started
+        # One slow sync pushes saves to the I/O thread at once; they come back to
+        # the loop only after the syncs have been fast for a while.
+        self._save_seconds = max(took, 0.9 * self._save_seconds + 0.1 * took)
+
     async def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
         # A Ready whose hard state only moved the commit index is not written on its own:
@@ -271,7 +291,7 @@ class RaftNode:
             self._send_all(rd)
         if needs_persist:
             save = functools.partial(
-                self._storage.save,
+                self._timed_save,
                 entries=rd.entries,
                 hard_state=rd.hard_state,
                 snapshot=rd.snapshot,
@@ -279,12 +299,14 @@ class RaftNode:
             )
             if (
                 len(rd.entries) <= self._inline_sync_entries
+                and self._save_seconds <= self._inline_sync_seconds
                 and rd.snapshot is None
                 and (self._compacting is None or self._compacting.done())
             ):
-                # A small batch: fsync right here. The hop to the I/O thread and back
-                # costs more than the ~0.1 ms fdatasync, and with so little in flight
-                # there is nothing for the loop to do meanwhile.
+                # A small batch on a fast disk: fsync right here. The hop to the I/O
+                # thread and back costs more than a ~0.1 ms fdatasync. On a slow or
+                # busy disk (milliseconds a sync) the loop must not stop for it: it
+                # has requests to parse and answers to send meanwhile.
                 save()
             else:
                 await asyncio.get_running_loop().run_in_executor(self._io, save)
