@@ -222,14 +222,14 @@ class Gossip:
             relay = self._relays.pop(seq)
             self._send(relay.requester_addr, (Nack(relay.seq, self.name),))
         self._advance_probe(now)
-        check_before = self.cfg.probe_interval
-        recheck = self.cfg.recheck_suspects
         for name, s in list(self._suspicions.items()):
-            if s.deadline() <= now:
+            if self._suspicion_due(s) > now:
+                continue
+            if self.cfg.recheck_suspects and s.checked_at is None:
+                self._check(name, now)
+            else:
                 node = self._nodes[name]
                 self._on_dead(Dead(name, node.incarnation, self.name), now)
-            elif recheck and not s.checked and s.deadline() - check_before <= now:
-                self._check(name)
         if now >= self._next_gossip:
             self._gossip(now)
             self._next_gossip = _next_slot(self._next_gossip, self.cfg.gossip_interval, now)
@@ -254,14 +254,21 @@ class Gossip:
         for r in self._relays.values():
             if r.expires_at < t:
                 t = r.expires_at
-        check_before = self.cfg.probe_interval if self.cfg.recheck_suspects else 0.0
         for s in self._suspicions.values():
-            d = s.deadline()
-            if not s.checked:
-                d -= check_before
+            d = self._suspicion_due(s)
             if d < t:
                 t = d
         return t
+
+    def _suspicion_due(self, s: Suspicion) -> float:
+        """When a suspicion next needs `tick`: its last-chance check one probe
+        interval before the deadline, then the death, never sooner than one probe
+        interval after the check (confirmations can pull a deadline into the past)."""
+        if not self.cfg.recheck_suspects:
+            return s.deadline()
+        if s.checked_at is None:
+            return s.deadline() - self.cfg.probe_interval
+        return max(s.deadline(), s.checked_at + self.cfg.probe_interval)
 
     def packets(self) -> list[Packet]:
         out, self._out = self._out, []
@@ -345,16 +352,16 @@ class Gossip:
             self._awareness.apply_delta(1)
         self._on_suspect(Suspect(p.target, p.incarnation, self.name), p.deadline)
 
-    def _check(self, name: str) -> None:
+    def _check(self, name: str, now: float) -> None:
         """One probe interval before a suspicion of `name` expires, ping it once
         more, directly and through `indirect_checks` members at once, with our
         suspicion attached. Under packet loss a member can miss the refutation
         (an epidemic reaches all but a few in ~1e-5 of rounds); the suspect
         answers a stale accuser with its newer Alive, and any ack clears the
         suspicion here. A crashed member acks nothing, so detection is no
-        slower: the deadline does not move."""
-        suspicion = self._suspicions[name]
-        suspicion.checked = True
+        slower: the deadline does not move (unless confirmations had pulled it
+        to less than a probe interval away: the check gets that interval)."""
+        self._suspicions[name].checked_at = now
         node = self._nodes[name]
         self._seq += 1
         self._checks[self._seq] = (name, node.incarnation)

@@ -25,7 +25,7 @@ class Suspicion:
         "_confirmations",
         "_deadline",
         "_n",
-        "checked",
+        "checked_at",
         "k",
         "max_timeout",
         "min_timeout",
@@ -48,8 +48,8 @@ class Suspicion:
         self.started_at = started_at
         self._confirmations = set(confirmations)
         self._n = 0
-        self.checked = False
-        """Set by the core once it has sent its last-chance check of the suspect."""
+        self.checked_at: float | None = None
+        """When the core sent its last-chance check of the suspect (None: not yet)."""
         # Hosts ask for the deadline far more often than it changes (only on confirm).
         self._deadline = started_at + self.timeout()
 

@@ -107,7 +107,8 @@ def test_suspicion_expires_into_dead_after_the_timeout() -> None:
     a = core("a")
     introduce(a, "b", "c")  # 3 members: too few to confirm, so min timeout from the start
     a.receive("x", [Suspect("b", 1, "c")], 10.0)
-    assert a.next_deadline() <= 14.0
+    assert a.next_deadline() <= 13.0  # the last-chance check, then the death at 14.0
+    a.tick(13.0)
     a.tick(13.99)
     assert view(a, "b").state is State.SUSPECT
     a.tick(14.0)  # 4 * max(1, log10 3) * 1 s
@@ -182,6 +183,20 @@ def test_unanswered_last_chance_check_does_not_delay_the_death() -> None:
     a.tick(13.0)
     assert any(isinstance(m, Ping) and m.target == "b" for m in flat(a.packets()))
     a.tick(14.0)
+    assert view(a, "b").state is State.DEAD
+
+
+def test_late_confirmations_still_leave_the_check_a_probe_interval() -> None:
+    a = core("a")
+    introduce(a, "b", "c", "d", "e")  # 5 members: two confirmations can count
+    a.receive("c:1", [Suspect("b", 1, "c")], 10.0)  # 24 s unconfirmed: dead at 34.0
+    a.receive("d:1", [Suspect("b", 1, "d"), Suspect("b", 1, "e")], 30.0)  # now 4 s: 14.0
+    assert a.next_deadline() <= 30.0
+    a.tick(30.0)  # past the deadline, but never checked: check first
+    assert [p for p in a.packets() if is_check(p, "b")]
+    a.tick(30.99)
+    assert view(a, "b").state is State.SUSPECT
+    a.tick(31.0)
     assert view(a, "b").state is State.DEAD
 
 
