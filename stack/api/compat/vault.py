@@ -2,8 +2,9 @@
 secrets engine, in the shapes hvac and the vault CLI expect.
 
 Every `/v1/<path>` becomes one logical request (`stack/vault/logical.py`):
-GET and HEAD are a read (a list with `?list=true`), LIST a list (parsed by
-aiohttp's pure-Python HTTP parser: the C one refuses the method), POST and PUT a
+GET and HEAD are a read (a list with `?list=true`), LIST a list (a connection
+that lists is parsed by aiohttp's pure-Python HTTP parser from its first LIST on:
+the C one refuses the method; `ListAwareParser`), POST and PUT a
 create or update (the engine tells which), PATCH a patch, DELETE a delete. The
 token comes from `X-Vault-Token` (or `Authorization: Bearer`). Answers carry Vault's
 envelope (`request_id`, `lease_id`, `renewable`, `lease_duration`, `data`,
@@ -17,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.web_protocol import RequestHandler
 
@@ -172,11 +176,43 @@ async def logical(request: web.Request) -> web.StreamResponse:
     return _json(envelope(resp, rid), resp.status)
 
 
+# A request line's method: an RFC 9110 token, then a space.
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+
+
+class ListAwareParser:
+    """aiohttp's C HTTP parser (llhttp) for every request, until a request's method
+    is one llhttp refuses, such as Vault's LIST: from then on this connection is
+    parsed by aiohttp's pure-Python parser, which takes any method token (RFC
+    9110; the API then answers 405 to those it does not serve, as Vault does).
+    Refused means `BadHttpMethod` on a chunk that starts with a token and a space:
+    the refused request begins there, and nothing before it in the chunk was
+    parsed, so the Python parser starts at a message boundary. (A request whose
+    method and space arrive in two TCP segments, or that is pipelined behind
+    another in one segment, gets llhttp's 400.) Most connections never list, and
+    the C parser costs a fraction of the Python one per request."""
+
+    def __init__(self, parser: Any, python_parser: Callable[[], Any]) -> None:
+        self._parser = parser
+        self._python_parser: Callable[[], Any] | None = python_parser
+
+    def feed_data(self, data: bytes) -> Any:
+        if self._python_parser is not None:
+            try:
+                return self._parser.feed_data(data)
+            except BadHttpMethod:
+                if not _METHOD.match(data):
+                    raise
+                self._parser, self._python_parser = self._python_parser(), None
+        return self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 def connection(server: web.Server) -> RequestHandler:
-    """One connection to the Vault port. aiohttp's C HTTP parser (llhttp) refuses
-    request methods it does not know, and Vault's LIST is one (hvac and the vault CLI
-    list with it), so this port parses with aiohttp's pure-Python parser, which takes
-    any method token (RFC 9110), configured as the C one would be."""
+    """One connection to the Vault port: aiohttp's own (C) parser, switched to the
+    pure-Python one, configured as the C one is, at the first method it refuses."""
     handler = server()
     limits: dict[str, Any] = {
         "max_line_size": handler.max_line_size,
@@ -186,12 +222,15 @@ def connection(server: web.Server) -> RequestHandler:
         "max_msg_queue_size": getattr(web_protocol, "MAX_MSG_QUEUE_SIZE", 0),
     }
     accepted = inspect.signature(HttpRequestParserPy).parameters
-    handler._parser = HttpRequestParserPy(
-        handler,
-        asyncio.get_running_loop(),
-        2**16,
-        **{k: v for k, v in limits.items() if k in accepted},
-    )
+    loop = asyncio.get_running_loop()
+
+    def python_parser() -> HttpRequestParserPy:
+        return HttpRequestParserPy(
+            handler, loop, 2**16, **{k: v for k, v in limits.items() if k in accepted}
+        )
+
+    # Duck-typed: the handler only calls feed_data, message_consumed, set_upgraded.
+    handler._parser = ListAwareParser(handler._parser, python_parser)  # type: ignore[assignment]
     return handler
 
 
