@@ -648,10 +648,10 @@ def next_secret_id_expiry(store: StateStore) -> float | None:
     """The earliest expiration_time of any secret ID (None if none expires): the
     leader proposes a tidy once it has passed."""
     table = store.table(SECRET_ID_EXPIRY_TABLE)
-    first = table.keys()[:1]
-    if not first:
+    first = table.first_key()
+    if first is None:
         return None
-    second = first[0].split(SEP, 1)[0]
+    second = first.split(SEP, 1)[0]
     times = []
     for entry in table.keys(second + SEP):
         _, mount, role, secret_hash = entry.split(SEP)

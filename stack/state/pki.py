@@ -636,8 +636,8 @@ def next_lease_expiry(store: StateStore, mount: str) -> float | None:
     """When the mount's first lease ends (None: it has none); the leader proposes
     `pki.lease_expire` once it has passed."""
     prefix = _key(mount)
-    first = store.table(LEASES_TABLE).keys(prefix)[:1]
-    return float(first[0][len(prefix) :].partition("/")[0]) if first else None
+    first = store.table(LEASES_TABLE).first_key(prefix)
+    return None if first is None else float(first[len(prefix) :].partition("/")[0])
 
 
 def list_revoked(store: StateStore, mount: str) -> list[Revoked]:

@@ -133,6 +133,11 @@ class Table:
         lo, hi = _span(self._keys, prefix)
         return self._keys[lo:hi]
 
+    def first_key(self, prefix: str = "") -> str | None:
+        """The least live key starting with `prefix`, without listing the others."""
+        lo, hi = _span(self._keys, prefix)
+        return self._keys[lo] if lo < hi else None
+
     def scan(self, prefix: str = "") -> list[Row]:
         """Live rows whose key starts with `prefix`, in key order."""
         rows = self._rows

@@ -209,11 +209,11 @@ def next_expiry(store: StateStore) -> float | None:
     """The earliest expire_time of any token (None if none expires): the leader
     proposes an expiry sweep once it has passed."""
     expiry = store.table(EXPIRY_TABLE)
-    first = expiry.keys()[:1]
-    if not first:
+    first = expiry.first_key()
+    if first is None:
         return None
     # Keys sort by whole second, then accessor: the earliest is within that second.
-    second = first[0][:_SECOND_DIGITS]
+    second = first[:_SECOND_DIGITS]
     rows = [_indexed_row(store, entry.value, "expiry index") for entry in expiry.scan(second)]
     return min(float(row["expire_time"]) for row in rows)
 

@@ -223,3 +223,16 @@ def test_oldest_tombstone_follows_deletes_reaps_recreations_and_restore() -> Non
     assert restored.oldest_tombstone() == 6
     assert log.store.reap_tombstones(6) == 1
     assert log.store.oldest_tombstone() == 7
+
+
+def test_first_key_is_the_least_live_key_under_a_prefix() -> None:
+    t = StateStore().table("t")
+    assert t.first_key() is None and t.first_key("a/") is None
+    for i, key in enumerate(["b/2", "a/9", "b/1", "c"], start=1):
+        t.put(key, i, i)
+    assert t.first_key() == "a/9"
+    assert t.first_key("b/") == "b/1"
+    assert t.first_key("d") is None
+    t.delete("b/1", 5)  # a tombstone is not a live key
+    assert t.first_key("b/") == "b/2"
+    assert t.first_key("b/") == t.keys("b/")[0]
