@@ -598,6 +598,11 @@ def find_mount(store: StateStore, request_path: str) -> TransitMount | None:
     return None
 
 
+def key_exists(store: StateStore, mount: str, name: str) -> bool:
+    """Whether the key is there, without building its record (asked per request)."""
+    return _key(mount, name) in store.table(KEYS_TABLE)
+
+
 def get_key(store: StateStore, mount: str, name: str) -> KeyRecord | None:
     key = _key(mount, name)
     row = store.table(KEYS_TABLE).get(key)

@@ -158,7 +158,7 @@ class TransitBackend:
         mount, sub = self._split(rel)
         parts = sub.split("/")
         encrypt = len(parts) == 2 and parts[0] == "encrypt" and parts[1]
-        if encrypt and st.get_key(self.agent.store, mount.path, parts[1]) is None:
+        if encrypt and not st.key_exists(self.agent.store, mount.path, parts[1]):
             return Operation.CREATE
         return Operation.UPDATE
 
