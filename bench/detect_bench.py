@@ -70,11 +70,14 @@ from bench.clusters import (
 )
 from bench.procs import (
     ProcessSet,
+    cancel_on_signals,
     check_loopback,
     ensure_free,
     loadavg,
+    log_stderr,
     machine_info,
     pressure,
+    run_benchmark_main,
     stack_version,
 )
 
@@ -630,11 +633,7 @@ async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
         },
         "runs": [],
     }
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
+    cancel_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="stack-detect-"))
     started = time.monotonic()
     try:
@@ -674,17 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--members must be at least 3 (a leader, a victim and a witness)")
     opts = Options(args.runs, args.members, args.settle, args.timeout, args.keep)
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        result = asyncio.run(run_benchmark(opts, log))
-    except asyncio.CancelledError:
-        log("interrupted; every process started was stopped")
+    result = run_benchmark_main(run_benchmark(opts, log_stderr), log_stderr)
+    if result is None:
         return 130
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.crypto_alone import CRYPTO
-from bench.vault_bench import _f
+from bench.vault_rig import fmt as _f
 
 
 def crypto_line(rates: dict[str, float]) -> str:

@@ -20,8 +20,9 @@ import multiprocessing
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -53,7 +54,24 @@ def _cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def _drive(spec: LoadSpec) -> dict[str, Any]:
+# Called after each answer with (ok, url, request body, response body); ok is a 200.
+OnAnswer = Callable[[bool, str, bytes, bytes], None]
+
+
+class Watcher(Protocol):
+    """What the driver can be given to see every answer (warm-up and tail included)."""
+
+    def client(self) -> OnAnswer:
+        """A new client's hook (clients keep their own state)."""
+        ...
+
+    def figures(self) -> dict[str, Any]:
+        """Added to the result, after `error_sample`."""
+        ...
+
+
+async def drive(spec: LoadSpec, watcher: Watcher | None = None) -> dict[str, Any]:
+    """Run the load in this process; `watcher`, if any, sees every answer."""
     perf = time.perf_counter
     latencies: list[float] = []
     errors = 0
@@ -71,6 +89,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
         async def client(cycle: tuple[tuple[str, bytes], ...]) -> None:
             nonlocal errors, error_sample
             n, i = len(cycle), 0
+            on_answer = watcher.client() if watcher is not None else None
             request = session.request
             method = spec.method
             while True:
@@ -79,7 +98,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
                 t0 = perf()
                 if t0 >= end:
                     return
-                ok = False
+                ok, text = False, b""
                 try:
                     async with request(method, url, data=body) as resp:
                         text = await resp.read()
@@ -91,6 +110,8 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
                         error_sample = f"{type(e).__name__}: {e}"
                     await asyncio.sleep(0.01)  # a refused connection must not spin
                 t1 = perf()
+                if on_answer is not None:
+                    on_answer(ok, url, body, text)
                 if start <= t1 < end:
                     if ok:
                         latencies.append(t1 - t0)
@@ -114,6 +135,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
         "ops": ops,
         "errors": errors,
         "error_sample": error_sample,
+        **(watcher.figures() if watcher is not None else {}),
         "window_s": spec.duration,
         "throughput": ops / spec.duration,
         "p50_ms": percentile(latencies, 50) * ms,
@@ -128,7 +150,7 @@ async def _drive(spec: LoadSpec) -> dict[str, Any]:
 
 def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Entry point inside the worker process."""
-    return asyncio.run(_drive(spec))
+    return asyncio.run(drive(spec))
 
 
 def _warm() -> int:
@@ -159,7 +181,13 @@ class LoadWorker:
         return procs[0].pid if procs else None
 
     async def run(self, spec: LoadSpec) -> dict[str, Any]:
-        fut = self._pool.submit(run_load, spec)
+        return await self.call(run_load, spec)
+
+    async def call(
+        self, entry: Callable[..., dict[str, Any]], spec: LoadSpec, *args: Any
+    ) -> dict[str, Any]:
+        """`entry(spec, *args)` in the worker process (a module-level function)."""
+        fut = self._pool.submit(entry, spec, *args)
         wrapped = asyncio.wrap_future(fut)
         result: dict[str, Any] = await asyncio.wait_for(
             wrapped, spec.warmup + spec.duration + spec.timeout + 30

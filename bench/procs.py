@@ -7,6 +7,7 @@ SIGTERM to every group still alive, a bounded wait, then SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -14,11 +15,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 _SETPRIV = shutil.which("setpriv") is not None
 
@@ -228,3 +232,33 @@ def pressure(resource: str) -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return None
+
+
+# ================================================================ a benchmark's command line
+def log_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cancel_on_signals() -> None:
+    """Inside the event loop: SIGTERM and SIGINT cancel the running task, so every
+    `finally` (ProcessSet.close above all) runs."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    assert me is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, me.cancel)
+
+
+def run_benchmark_main(main: Coroutine[Any, Any, T], log: Callable[[str], None]) -> T | None:
+    """`asyncio.run(main)`, with SIGTERM unwinding through the `finally` blocks outside
+    the event loop too; None when it was interrupted."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return asyncio.run(main)
+    except asyncio.CancelledError:
+        log("interrupted; every process started was stopped")
+        return None

@@ -53,12 +53,14 @@ from bench.clusters import (
 from bench.load import LoadSpec, LoadWorker
 from bench.procs import (
     ProcessSet,
+    cancel_on_signals,
     cpu_seconds,
     loadavg,
     machine_busy_seconds,
     machine_info,
     pressure,
     rss_kib,
+    run_benchmark_main,
     stack_version,
 )
 
@@ -390,11 +392,7 @@ async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
         etcd_bin, etcd_version = ensure_etcd(log)
         result["versions"]["etcd"] = etcd_version
     # SIGTERM and SIGINT cancel this task, so every finally below runs.
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
+    cancel_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="stack-bench-"))
     procs = ProcessSet()
     worker: LoadWorker | None = None
@@ -529,15 +527,8 @@ def main(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         err.print(line, markup=False, highlight=False)
 
-    # Outside the event loop too, SIGTERM must unwind through the finally blocks.
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        result = asyncio.run(run_benchmark(opts, log))
-    except asyncio.CancelledError:
-        log("interrupted; every process started was stopped")
+    result = run_benchmark_main(run_benchmark(opts, log), log)
+    if result is None:
         return 130
     print_report(result, console)
     if args.json:

@@ -55,14 +55,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
+import functools
 import json
-import shutil
-import signal
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,8 +67,8 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
-from bench import pyspy
-from bench.clusters import STACK_HTTP_PORT, STACK_VAULT_PORT, Node, StackCluster
+from bench import vault_rig
+from bench.clusters import STACK_HTTP_PORT, STACK_VAULT_PORT, Node
 from bench.crypto_alone import CRYPTO, DOMAIN, crypto_ceiling
 from bench.engine_checks import (
     check_chain,
@@ -83,20 +79,10 @@ from bench.engine_checks import (
 )
 from bench.engines_report import crypto_line, markdown, run_line
 from bench.load import LoadSpec
-from bench.procs import (
-    Child,
-    ProcessSet,
-    check_loopback,
-    cpu_seconds,
-    ensure_free,
-    machine_busy_seconds,
-    machine_info,
-    pressure,
-    stack_version,
-)
+from bench.procs import cancel_on_signals, log_stderr
 from bench.sampled_load import SamplingWorker
 from bench.vault_bench import PARTS as VAULT_PARTS
-from bench.vault_bench import profile_text, spread
+from bench.vault_rig import Log, RunOptions, Servers, spread, vault_call
 
 HOSTS = ("127.0.0.91", "127.0.0.92", "127.0.0.93")
 BARE_HOST = "127.0.0.94"
@@ -129,13 +115,7 @@ path "transit/decrypt/{KEY}" {{
 }}
 """
 FIGURES = (
-    "throughput",
-    "p50_ms",
-    "p99_ms",
-    "errors",
-    "client_cpu_pct",
-    "server_cores",
-    "server_us_per_req",
+    *vault_rig.FIGURES,
     "followers_us_per_req",
     "other_cores",
     "cpu_pressure",
@@ -164,14 +144,9 @@ PARTS = (
     *VAULT_PARTS,
 )
 
-Log = Callable[[str], None]
-
 
 @dataclass(frozen=True)
-class Options:
-    runs: int = 3
-    duration: float = 10.0
-    warmup: float = 1.0
+class Options(RunOptions):
     issue_clients: int = 16
     encrypt_clients: int = 64
     crypto_seconds: float = 2.0
@@ -183,24 +158,17 @@ class Options:
 # ================================================================ pure: figures
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per figure, its spread over the runs of one phase."""
-    return {k: spread([r[k] for r in runs if k in r]) for k in FIGURES}
+    return vault_rig.summarize(runs, FIGURES)
 
 
 def paired_ratios(rounds: Sequence[dict[str, dict[str, Any]]], phase: str) -> dict[str, float]:
     """Throughput of `phase` over its bare peer's, within each round, then the spread."""
-    bare_phase = STACK_PHASES[phase]
-    ratios = []
-    for rnd in rounds:
-        bare, other = rnd.get(bare_phase), rnd.get(phase)
-        if bare and other and bare["throughput"] > 0:
-            ratios.append(other["throughput"] / bare["throughput"])
-    return spread(ratios)
+    return vault_rig.paired_ratios(rounds, phase, STACK_PHASES[phase])
 
 
 def phase_order(round_no: int) -> tuple[str, ...]:
     """The phases rotated by the round number, so none always runs first or last."""
-    k = round_no % len(PHASES)
-    return PHASES[k:] + PHASES[:k]
+    return vault_rig.rotated(PHASES, round_no)
 
 
 def goal_figures(certs_per_s: float) -> dict[str, float]:
@@ -265,16 +233,7 @@ def build_spec(phase: str, host: str, token: str, opts: Options) -> LoadSpec:
 
 
 # ================================================================ set-up and checks
-async def _call(
-    session: aiohttp.ClientSession, method: str, url: str, token: str, body: Any = None
-) -> tuple[int, Any]:
-    headers = {"X-Vault-Token": token} if token else {}
-    async with session.request(method, url, json=body, headers=headers, timeout=_T) as resp:
-        text = await resp.read()
-        try:
-            return resp.status, json.loads(text) if text else None
-        except ValueError:
-            return resp.status, text
+_call = functools.partial(vault_call, timeout=_T)
 
 
 async def _ok(
@@ -416,89 +375,56 @@ async def check_encrypt_phase(
     checks.decrypt_mismatches += decrypt_mismatches(pairs, results)
 
 
-def start_bare(procs: ProcessSet, workdir: Path, host: str) -> Child:
-    check_loopback(host)
-    ensure_free(host, (STACK_VAULT_PORT,))
-    argv = [sys.executable, "-m", "bench.bare_http", "--host", host]
-    argv += ["--port", str(STACK_VAULT_PORT)]
-    return procs.spawn("bare", argv, log_path=workdir / "bare.log")
-
-
-async def wait_bare(session: aiohttp.ClientSession, child: Child, host: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            async with session.get(_vault(host) + "x", timeout=_T) as resp:
-                if resp.status == 200:
-                    return
-        if not child.alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the bare server did not start:\n{child.log_tail()}")
-        await asyncio.sleep(0.05)
-
-
 # ================================================================ one phase
 @dataclass
 class Rig:
     """What is running: the cluster, the bare server, the load worker, the token."""
 
-    session: aiohttp.ClientSession
-    cluster: StackCluster
-    bare: Child
+    up: Servers
     worker: SamplingWorker
     token: str
     opts: Options
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.up.session
+
     async def run_phase(
         self, phase: str, profile_dir: Path | None = None
     ) -> tuple[dict[str, Any], Node]:
-        leader = await self.cluster.leader(self.session)
-        nodes = [n.child.pid for n in self.cluster.nodes]
-        followers = [n.child.pid for n in self.cluster.nodes if n is not leader]
+        cluster = self.up.cluster
+        leader = await cluster.leader(self.session)
+        nodes = [n.child.pid for n in cluster.nodes]
+        followers = [n.child.pid for n in cluster.nodes if n is not leader]
         bare = phase.startswith("bare")
         host = self.opts.bare_host if bare else leader.host
-        target = self.bare.pid if bare else leader.child.pid
+        target = self.up.bare.pid if bare else leader.child.pid
         spec = build_spec(phase, host, self.token, self.opts)
         stride, per_client = (25, 4) if phase == "issue" else (50, 4)
 
         async def counters() -> dict[str, int]:
-            stats: dict[str, int] = (await self.cluster.status(self.session, leader))["stats"]
+            stats: dict[str, int] = (await cluster.status(self.session, leader))["stats"]
             return stats
 
-        watched = [*nodes, self.bare.pid]
-        task = asyncio.ensure_future(self.worker.run_sampled(spec, stride, per_client))
-        await asyncio.sleep(spec.warmup)
-        raft0 = {} if bare else await counters()
-        spy = None
-        if profile_dir is not None:
-            out = profile_dir / f"{phase}.txt"
-            spy = asyncio.ensure_future(pyspy.record(target, spec.duration, out))
-        mine = [*watched, self.worker.pid or 0]
-        cpu0 = {pid: cpu_seconds(pid) or 0.0 for pid in mine}
-        busy0, wall0 = machine_busy_seconds(), time.perf_counter()
-        await asyncio.sleep(spec.duration)
-        cpu1 = {pid: cpu_seconds(pid) or 0.0 for pid in mine}
-        busy1, wall1 = machine_busy_seconds(), time.perf_counter()
-        raft1 = {} if bare else await counters()
-        res: dict[str, Any] = await task
-        wall = wall1 - wall0
-        ops = res["ops"]
+        def followers_cpu(win: vault_rig.Window, ops: int) -> dict[str, float]:
+            if bare:
+                return {}
+            used = win.used(followers)
+            return {
+                "followers_us_per_req": 1e6 * used / ops if ops else float("nan"),
+                "follower_cores": used / win.wall,
+            }
 
-        def used(pids: Sequence[int]) -> float:
-            return sum(cpu1[p] - cpu0[p] for p in pids)
-
-        per_req = (lambda s: 1e6 * s / ops) if ops else (lambda s: float("nan"))
-        res["server_cores"] = used([target]) / wall
-        res["server_us_per_req"] = per_req(used([target]))
-        if not bare:
-            res["followers_us_per_req"] = per_req(used(followers))
-            res["follower_cores"] = used(followers) / wall
-        res["other_cores"] = max(0.0, (busy1 - busy0 - used(mine)) / wall)
-        res["cpu_pressure"] = pressure("cpu")
-        if raft0 and raft1 and ops:
-            for k in ("messages_sent", "readies", "syncs", "entries_persisted"):
-                res[f"leader_{k}_per_req"] = (raft1[k] - raft0[k]) / ops
-        if spy is not None:
-            res["profile"] = await spy
+        res = await vault_rig.measured_run(
+            self.worker.run_sampled(spec, stride, per_client),
+            spec,
+            [target],
+            [*nodes, self.up.bare.pid, self.worker.pid or 0],
+            (target, profile_dir / f"{phase}.txt") if profile_dir is not None else None,
+            None if bare else counters,
+            ("messages_sent", "readies", "syncs", "entries_persisted"),
+            followers_cpu,
+        )
         res["leader"] = leader.name
         return res, leader
 
@@ -524,7 +450,7 @@ async def _rounds(
         for phase in phase_order(r):
             before = 0
             if phase == "issue":
-                leader = await rig.cluster.leader(session)
+                leader = await rig.up.cluster.leader(session)
                 before = len(await list_certs(session, leader.host, rig.token))
             res, leader = await rig.run_phase(phase)
             if phase == "issue":
@@ -538,77 +464,45 @@ async def _rounds(
 
 
 async def _profiles(rig: Rig, out_dir: Path, log: Log) -> dict[str, Any]:
-    if not pyspy.available():
-        log("py-spy not found: no profiles (pip install py-spy)")
-        return {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {}
-    for phase in ("issue", "encrypt"):
+    async def run(phase: str, out_dir: Path) -> dict[str, Any]:
         res, _ = await rig.run_phase(phase, out_dir)
-        prof: pyspy.Profile = res.pop("profile")
-        out[phase] = {
-            "throughput": res["throughput"],
-            "process_us_per_req": res["server_us_per_req"],
-            "samples": prof.samples,
-            "raw": str(out_dir / f"{phase}.txt"),
-            "parts": prof.attribute(PARTS),
-            "top_self": prof.top_self(30),
-            "top_total": prof.top_total(60),
-        }
-        log(f"  profiled {run_line(phase, res)}  ({prof.samples} samples)")
-    return out
+        return res
+
+    return await vault_rig.profiles(("issue", "encrypt"), run, PARTS, out_dir, run_line, log)
 
 
 # ================================================================ the whole run
 async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "machine": machine_info(),
-        "command": "python -m bench.secrets_engines_bench " + " ".join(sys.argv[1:]),
-        "versions": {
-            "stack": stack_version(),
-            "python": sys.version.split()[0],
-            "aiohttp": aiohttp.__version__,
-            "cryptography": _cryptography_version(),
-        },
-        "options": {
-            "runs": opts.runs,
-            "duration_s": opts.duration,
-            "warmup_s": opts.warmup,
-            "issue_clients": opts.issue_clients,
-            "encrypt_clients": opts.encrypt_clients,
-            "crypto_seconds": opts.crypto_seconds,
-        },
+    options = {
+        "runs": opts.runs,
+        "duration_s": opts.duration,
+        "warmup_s": opts.warmup,
+        "issue_clients": opts.issue_clients,
+        "encrypt_clients": opts.encrypt_clients,
+        "crypto_seconds": opts.crypto_seconds,
     }
-    workdir = Path(tempfile.mkdtemp(prefix="stack-engines-bench-"))
-    procs = ProcessSet()
-    worker: SamplingWorker | None = None
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            cluster = StackCluster(procs, workdir, opts.hosts)
-            await cluster.start(session)
-            bare = start_bare(procs, workdir, opts.bare_host)
-            await wait_bare(session, bare, opts.bare_host)
-            leader = await cluster.leader(session)
-            token = await set_up(session, leader.host, cluster.token)
-            await check_denied(session, leader.host, token)
-            log(f"cluster up, leader {leader.name}; pki and transit mounted")
-            worker = SamplingWorker()
-            rig = Rig(session, cluster, bare, worker, token, opts)
-            rounds, crypto, checks = await _rounds(rig, log)
-            result["rounds"] = rounds
-            result["crypto_rounds"] = crypto
-            result["crypto"] = {k: spread([c[k] for c in crypto]) for k, _ in CRYPTO}
-            result["checks"] = checks.as_dict()
-            result["phases"] = {p: summarize([r[p] for r in rounds]) for p in PHASES}
-            result["ratios"] = {p: paired_ratios(rounds, p) for p in STACK_PHASES}
-            result["goal"] = goal_figures(result["phases"]["issue"]["throughput"]["median"])
-            if opts.profile is not None:
-                result["profiles"] = await _profiles(rig, opts.profile, log)
-    finally:
-        if worker is not None:
-            worker.close()
-        procs.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    result = vault_rig.result_header(
+        "bench.secrets_engines_bench", {"cryptography": _cryptography_version()}, options
+    )
+    async with vault_rig.servers(opts.hosts, opts.bare_host, "stack-engines-bench-") as up:
+        session, cluster = up.session, up.cluster
+        leader = await cluster.leader(session)
+        token = await set_up(session, leader.host, cluster.token)
+        await check_denied(session, leader.host, token)
+        log(f"cluster up, leader {leader.name}; pki and transit mounted")
+        worker = SamplingWorker()
+        up.worker = worker
+        rig = Rig(up, worker, token, opts)
+        rounds, crypto, checks = await _rounds(rig, log)
+        result["rounds"] = rounds
+        result["crypto_rounds"] = crypto
+        result["crypto"] = {k: spread([c[k] for c in crypto]) for k, _ in CRYPTO}
+        result["checks"] = checks.as_dict()
+        result["phases"] = {p: summarize([r[p] for r in rounds]) for p in PHASES}
+        result["ratios"] = {p: paired_ratios(rounds, p) for p in STACK_PHASES}
+        result["goal"] = goal_figures(result["phases"]["issue"]["throughput"]["median"])
+        if opts.profile is not None:
+            result["profiles"] = await _profiles(rig, opts.profile, log)
     return result
 
 
@@ -635,11 +529,7 @@ def failed_checks(result: dict[str, Any]) -> list[str]:
 
 # ================================================================ command line
 async def _main_async(opts: Options, log: Log) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
+    cancel_on_signals()
     return await run_benchmark(opts, log)
 
 
@@ -649,18 +539,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--runs", type=int, default=3, help="rounds of the four phases (median)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    vault_rig.add_common_args(p)
     p.add_argument("--issue-clients", type=int, default=16, help="clients issuing certificates")
     p.add_argument("--encrypt-clients", type=int, default=64, help="clients encrypting")
     p.add_argument(
         "--crypto-seconds", type=float, default=2.0, help="CPU seconds per in-process crypto timing"
     )
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
-    p.add_argument(
-        "--profile", metavar="DIR", type=Path, help="then profile the leader with py-spy into DIR"
+    vault_rig.add_output_args(
+        p,
+        markdown_help="write the tables as Markdown",
+        profile_help="then profile the leader with py-spy into DIR",
     )
     args = p.parse_args(argv)
     opts = replace(
@@ -673,30 +561,12 @@ def main(argv: list[str] | None = None) -> int:
         crypto_seconds=args.crypto_seconds,
         profile=args.profile,
     )
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        result = asyncio.run(_main_async(opts, log))
-    except asyncio.CancelledError:
-        log("interrupted; every process started was stopped")
+    result = vault_rig.run_and_report(_main_async(opts, log_stderr), args, markdown)
+    if result is None:
         return 130
-    text = markdown(result)
-    print(text)
-    if result.get("profiles"):
-        print(profile_text(result["profiles"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(text)
     bad = failed_checks(result)
     for line in bad:
-        log(f"CHECK FAILED: {line}")
+        log_stderr(f"CHECK FAILED: {line}")
     return 1 if bad else 0
 
 

@@ -44,15 +44,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import hashlib
 import json
-import math
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,20 +56,14 @@ from typing import Any
 
 import aiohttp
 
-from bench import pyspy
-from bench.clusters import STACK_VAULT_PORT, Node, StackCluster
+from bench import vault_rig
+from bench.clusters import STACK_VAULT_PORT, Node
 from bench.load import LoadSpec, LoadWorker
-from bench.procs import (
-    Child,
-    ProcessSet,
-    check_loopback,
-    cpu_seconds,
-    ensure_free,
-    machine_busy_seconds,
-    machine_info,
-    pressure,
-    stack_version,
-)
+from bench.procs import cancel_on_signals, log_stderr
+from bench.vault_rig import Log, RunOptions, Servers, profile_text, spread
+from bench.vault_rig import fmt as _f
+
+__all__ = ["profile_text", "spread"]  # used from here by other benchmarks and tests
 
 HOSTS = ("127.0.0.81", "127.0.0.82", "127.0.0.83")
 BARE_HOST = "127.0.0.84"
@@ -89,13 +78,7 @@ path "secret/data/bench/w/*" {
 }
 """
 FIGURES = (
-    "throughput",
-    "p50_ms",
-    "p99_ms",
-    "errors",
-    "client_cpu_pct",
-    "server_cores",
-    "server_us_per_req",
+    *vault_rig.FIGURES,
     "other_cores",
     "cpu_pressure",
     "leader_messages_sent_per_req",
@@ -127,49 +110,29 @@ PARTS = (
     ("event loop, sockets", "asyncio/"),
 )
 
-Log = Callable[[str], None]
-
 
 @dataclass(frozen=True)
-class Options:
-    runs: int = 3
-    duration: float = 10.0
-    warmup: float = 1.0
+class Options(RunOptions):
     clients: int = 64
     secrets: int = 1000
     profile: Path | None = None
 
 
 # ================================================================ pure: figures
-def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median, min and max of the values that are numbers (NaN when there are none)."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        nan = float("nan")
-        return {"median": nan, "min": nan, "max": nan}
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
-
-
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per figure, its spread over the runs of one phase."""
-    return {k: spread([r[k] for r in runs if k in r]) for k in FIGURES}
+    return vault_rig.summarize(runs, FIGURES)
 
 
 def paired_ratios(rounds: Sequence[dict[str, dict[str, Any]]], phase: str) -> dict[str, float]:
     """Throughput of `phase` over bare's, within each round (same minutes of the
     machine), then their spread."""
-    ratios = []
-    for rnd in rounds:
-        bare, other = rnd.get("bare"), rnd.get(phase)
-        if bare and other and bare["throughput"] > 0:
-            ratios.append(other["throughput"] / bare["throughput"])
-    return spread(ratios)
+    return vault_rig.paired_ratios(rounds, phase, "bare")
 
 
 def phase_order(round_no: int) -> tuple[str, ...]:
     """The phases rotated by the round number, so none always runs first or last."""
-    k = round_no % len(PHASES)
-    return PHASES[k:] + PHASES[:k]
+    return vault_rig.rotated(PHASES, round_no)
 
 
 # ================================================================ the data
@@ -223,7 +186,10 @@ def build_spec(phase: str, host: str, token: str, opts: Options, tag: str = "") 
         if phase == "stale":
             headers["X-Vault-Stale"] = "true"
         requests = tuple(
-            tuple((base + secret_path(i), b"") for i in range(c, opts.secrets, opts.clients))
+            tuple(
+                (base + secret_path(i % opts.secrets), b"")
+                for i in range(c, max(opts.secrets, c + 1), opts.clients)
+            )
             for c in range(opts.clients)
         )
     return LoadSpec(
@@ -244,56 +210,13 @@ async def measured_run(
     counters: Callable[[], Awaitable[dict[str, int]]] | None = None,
 ) -> dict[str, Any]:
     """Run the load; meanwhile read the servers' CPU (and the leader's Raft counters)
-    over the measured window (the parent sleeps through the warm-up, give or take the
-    worker's few ms to start)."""
-    task = asyncio.ensure_future(worker.run(spec))
-    await asyncio.sleep(spec.warmup)
-    raft0 = await counters() if counters else {}
-    spy = None
-    if profile is not None:
-        spy = asyncio.ensure_future(pyspy.record(profile[0], spec.duration, profile[1]))
-    mine = [*all_servers, worker.pid or 0]
-    cpu0 = {pid: cpu_seconds(pid) or 0.0 for pid in mine}
-    busy0, wall0 = machine_busy_seconds(), time.perf_counter()
-    await asyncio.sleep(spec.duration)
-    cpu1 = {pid: cpu_seconds(pid) or 0.0 for pid in mine}
-    busy1, wall1 = machine_busy_seconds(), time.perf_counter()
-    raft1 = await counters() if counters else {}
-    res: dict[str, Any] = await task
-    wall = wall1 - wall0
-    used = sum(cpu1[p] - cpu0[p] for p in servers)
-    ops = res["ops"]
-    res["server_cores"] = used / wall
-    res["server_us_per_req"] = 1e6 * used / ops if ops else float("nan")
-    res["other_cores"] = max(0.0, (busy1 - busy0 - sum(cpu1[p] - cpu0[p] for p in mine)) / wall)
-    res["cpu_pressure"] = pressure("cpu")
-    if raft0 and raft1 and ops:
-        for k in ("messages_sent", "readies"):
-            res[f"leader_{k}_per_req"] = (raft1[k] - raft0[k]) / ops
-    if spy is not None and profile is not None:
-        res["profile"] = await spy
-        # The profiled process alone (for writes `servers` is all three nodes).
-        spied = cpu1.get(profile[0], 0.0) - cpu0.get(profile[0], 0.0)
-        res["profiled_us_per_req"] = 1e6 * spied / ops if ops else float("nan")
-    return res
+    over the measured window (`bench.vault_rig.measured_run`)."""
+    watched = [*all_servers, worker.pid or 0]
+    return await vault_rig.measured_run(worker.run(spec), spec, servers, watched, profile, counters)
 
 
 # ================================================================ set-up and checks
-async def _call(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    token: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    h = {"X-Vault-Token": token, **(headers or {})}
-    async with session.request(method, url, json=body, headers=h, timeout=_T) as resp:
-        text = await resp.read()
-        try:
-            return resp.status, json.loads(text) if text else None
-        except ValueError:
-            return resp.status, text
+_call = functools.partial(vault_rig.vault_call, timeout=_T)
 
 
 async def _bounded(n: int, work: Callable[[int], Any], width: int = 32) -> list[Any]:
@@ -379,89 +302,38 @@ async def verify_writes(
     return sum(not ok for ok in await _bounded(clients * WRITE_KEYS, get))
 
 
-def start_bare(procs: ProcessSet, workdir: Path) -> Child:
-    check_loopback(BARE_HOST)
-    ensure_free(BARE_HOST, (STACK_VAULT_PORT,))
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.bare_http",
-        "--host",
-        BARE_HOST,
-        "--port",
-        str(STACK_VAULT_PORT),
-    ]
-    return procs.spawn("bare", argv, log_path=workdir / "bare.log")
-
-
-async def wait_bare(session: aiohttp.ClientSession, child: Child) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            async with session.get(_vault(BARE_HOST) + "x", timeout=_T) as resp:
-                if resp.status == 200:
-                    return
-        if not child.alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the bare server did not start:\n{child.log_tail()}")
-        await asyncio.sleep(0.05)
-
-
 # ================================================================ the whole run
 async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "machine": machine_info(),
-        "command": "python -m bench.vault_bench " + " ".join(sys.argv[1:]),
-        "versions": {
-            "stack": stack_version(),
-            "python": sys.version.split()[0],
-            "aiohttp": aiohttp.__version__,
-        },
-        "options": {
-            "runs": opts.runs,
-            "duration_s": opts.duration,
-            "warmup_s": opts.warmup,
-            "clients": opts.clients,
-            "secrets": opts.secrets,
-        },
+    options = {
+        "runs": opts.runs,
+        "duration_s": opts.duration,
+        "warmup_s": opts.warmup,
+        "clients": opts.clients,
+        "secrets": opts.secrets,
     }
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
-    workdir = Path(tempfile.mkdtemp(prefix="stack-vault-bench-"))
-    procs = ProcessSet()
-    worker: LoadWorker | None = None
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            cluster = StackCluster(procs, workdir, HOSTS)
-            await cluster.start(session)
-            bare = start_bare(procs, workdir)
-            await wait_bare(session, bare)
-            leader = await cluster.leader(session)
-            root = cluster.token
-            token = await make_token(session, leader.host, root)
-            await check_denied(session, leader.host, token)
-            log(f"cluster up, leader {leader.name}; seeding {opts.secrets} secrets")
-            await seed(session, leader.host, root, opts.secrets)
-            for stale in (True, False):
-                bad = await verify_reads(session, leader.host, token, opts.secrets, stale)
-                if bad:
-                    raise RuntimeError(f"{bad} seeded secrets read back wrong (stale={stale})")
-            worker = LoadWorker()
-            rig = Rig(session, cluster, bare, worker, token, opts)
-            rounds, checks = await _rounds(rig, log)
-            result["rounds"] = rounds
-            result["checks"] = checks
-            result["phases"] = {p: summarize([r[p] for r in rounds]) for p in PHASES}
-            result["ratios"] = {p: paired_ratios(rounds, p) for p in PHASES if p != "bare"}
-            if opts.profile is not None:
-                result["profiles"] = await _profiles(rig, opts.profile, log)
-    finally:
-        if worker is not None:
-            worker.close()
-        procs.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    result = vault_rig.result_header("bench.vault_bench", {}, options)
+    cancel_on_signals()
+    async with vault_rig.servers(HOSTS, BARE_HOST, "stack-vault-bench-") as up:
+        session, cluster = up.session, up.cluster
+        leader = await cluster.leader(session)
+        root = cluster.token
+        token = await make_token(session, leader.host, root)
+        await check_denied(session, leader.host, token)
+        log(f"cluster up, leader {leader.name}; seeding {opts.secrets} secrets")
+        await seed(session, leader.host, root, opts.secrets)
+        for stale in (True, False):
+            bad = await verify_reads(session, leader.host, token, opts.secrets, stale)
+            if bad:
+                raise RuntimeError(f"{bad} seeded secrets read back wrong (stale={stale})")
+        worker = up.worker = LoadWorker()
+        rig = Rig(up, worker, token, opts)
+        rounds, checks = await _rounds(rig, log)
+        result["rounds"] = rounds
+        result["checks"] = checks
+        result["phases"] = {p: summarize([r[p] for r in rounds]) for p in PHASES}
+        result["ratios"] = {p: paired_ratios(rounds, p) for p in PHASES if p != "bare"}
+        if opts.profile is not None:
+            result["profiles"] = await _profiles(rig, opts.profile, log)
     return result
 
 
@@ -469,26 +341,29 @@ async def run_benchmark(opts: Options, log: Log) -> dict[str, Any]:
 class Rig:
     """What is running: the cluster, the bare server, the load worker, the token."""
 
-    session: aiohttp.ClientSession
-    cluster: StackCluster
-    bare: Child
+    up: Servers
     worker: LoadWorker
     token: str
     opts: Options
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.up.session
+
     async def run_phase(
         self, phase: str, tag: str, profile_dir: Path | None = None
     ) -> tuple[dict[str, Any], Node]:
-        leader = await self.cluster.leader(self.session)
-        nodes = [n.child.pid for n in self.cluster.nodes]
+        cluster, bare = self.up.cluster, self.up.bare
+        leader = await cluster.leader(self.session)
+        nodes = [n.child.pid for n in cluster.nodes]
         if phase == "bare":
-            host, servers, target = BARE_HOST, [self.bare.pid], self.bare.pid
+            host, servers, target = BARE_HOST, [bare.pid], bare.pid
         else:  # reads load the leader alone; writes all three nodes
             host, target = leader.host, leader.child.pid
             servers = nodes if phase == "write" else [target]
 
         async def counters() -> dict[str, int]:
-            stats: dict[str, int] = (await self.cluster.status(self.session, leader))["stats"]
+            stats: dict[str, int] = (await cluster.status(self.session, leader))["stats"]
             return stats
 
         spec = build_spec(phase, host, self.token, self.opts, tag)
@@ -497,7 +372,7 @@ class Rig:
             self.worker,
             spec,
             servers,
-            [*nodes, self.bare.pid],
+            [*nodes, bare.pid],
             profile,
             None if phase == "bare" else counters,
         )
@@ -548,32 +423,14 @@ def run_line(phase: str, res: dict[str, Any]) -> str:
 
 
 async def _profiles(rig: Rig, out_dir: Path, log: Log) -> dict[str, Any]:
-    if not pyspy.available():
-        log("py-spy not found: no profiles (pip install py-spy)")
-        return {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {}
-    for phase in PHASES:
+    async def run(phase: str, out_dir: Path) -> dict[str, Any]:
         res, _ = await rig.run_phase(phase, f"profile-{time.time_ns()}", out_dir)
-        prof: pyspy.Profile = res.pop("profile")
-        out[phase] = {
-            "throughput": res["throughput"],
-            "process_us_per_req": res["profiled_us_per_req"],
-            "samples": prof.samples,
-            "raw": str(out_dir / f"{phase}.txt"),
-            "parts": prof.attribute(PARTS),
-            "top_self": prof.top_self(30),
-            "top_total": prof.top_total(60),
-        }
-        log(f"  profiled {run_line(phase, res)}  ({prof.samples} samples)")
-    return out
+        return res
+
+    return await vault_rig.profiles(PHASES, run, PARTS, out_dir, run_line, log)
 
 
 # ================================================================ report
-def _f(v: float, fmt: str) -> str:
-    return "-" if v is None or math.isnan(v) else format(v, fmt)
-
-
 def markdown(result: dict[str, Any]) -> str:
     m, o = result["machine"], result["options"]
     lines = [
@@ -615,26 +472,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile_text(profiles: dict[str, Any], n: int = 15) -> str:
-    out = []
-    for phase, p in profiles.items():
-        out.append(
-            f"{phase}: {p['samples']} samples at {p['throughput']:.0f} req/s, "
-            f"{p['process_us_per_req']:.0f} µs CPU/req in this process ({p['raw']})"
-        )
-        us = p["process_us_per_req"]
-        out.append("  parts (share of samples, and of the CPU per request):")
-        out += [f"    {sh * 100:5.1f}%  {sh * us:5.0f} µs  {lb}" for lb, sh in p["parts"].items()]
-        out.append("  self:")
-        out += [f"    {share * 100:5.1f}%  {f}" for f, share in p["top_self"][:n]]
-        out.append("  inclusive (below the event loop):")
-        top = p["top_total"]
-        root = top[0][1] if top else 0.0
-        below = [(f, share) for f, share in top if share < 0.97 * root]  # not the main chain
-        out += [f"    {share * 100:5.1f}%  {f}" for f, share in below[: n * 2]]
-    return "\n".join(out) + "\n"
-
-
 # ================================================================ command line
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -642,43 +479,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--runs", type=int, default=3, help="rounds of the four phases (median)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    vault_rig.add_common_args(p)
     p.add_argument("--clients", type=int, default=64, help="concurrent keep-alive clients")
     p.add_argument("--secrets", type=int, default=1000, help="secrets seeded and read")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
-    p.add_argument(
-        "--profile",
-        metavar="DIR",
-        type=Path,
-        help="then profile each phase's server with py-spy into DIR",
+    vault_rig.add_output_args(
+        p,
+        markdown_help="write the table as Markdown",
+        profile_help="then profile each phase's server with py-spy into DIR",
     )
     args = p.parse_args(argv)
     opts = Options(args.runs, args.duration, args.warmup, args.clients, args.secrets, args.profile)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        result = asyncio.run(run_benchmark(opts, log))
-    except asyncio.CancelledError:
-        log("interrupted; every process started was stopped")
-        return 130
-    text = markdown(result)
-    print(text)
-    if result.get("profiles"):
-        print(profile_text(result["profiles"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(text)
-    return 0
+    result = vault_rig.run_and_report(run_benchmark(opts, log_stderr), args, markdown)
+    return 130 if result is None else 0
 
 
 if __name__ == "__main__":
