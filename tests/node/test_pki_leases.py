@@ -14,33 +14,16 @@ from typing import Any
 import hvac
 import hvac.exceptions as hx
 import pytest
-from cluster import FORM_TIMEOUT, VAULT_PORT, Harness, Node, wait_leader, wait_until
+from cluster import FORM_TIMEOUT, Harness, wait_leader, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from vault_clients import Clients
 
 pytestmark = pytest.mark.slow
 
 ROLE = {"allowed_domains": "example.com", "allow_subdomains": True, "generate_lease": True}
-
-
-class Clients:
-    """hvac clients for one test, their HTTP sessions closed at the end."""
-
-    def __init__(self, request: pytest.FixtureRequest, token: str) -> None:
-        self.token = token
-        self._open: list[hvac.Client] = []
-        request.addfinalizer(self.close)
-
-    def __call__(self, node: Node) -> hvac.Client:
-        c = hvac.Client(url=f"http://{node.addr}:{VAULT_PORT}", token=self.token, timeout=20)
-        self._open.append(c)
-        return c
-
-    def close(self) -> None:
-        for c in self._open:
-            c.adapter.close()
 
 
 def csr_for(cn: str) -> str:

@@ -21,15 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import hvac
 import hvac.exceptions as hx
 import pytest
-from cluster import VAULT_PORT, Harness, Node, Response, http_request, wait_leader
+from cluster import Harness, Node, wait_leader
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.x509.oid import NameOID
+from vault_clients import Clients, raw
 
 pytestmark = pytest.mark.slow
 
@@ -37,30 +37,6 @@ ENCRYPT_ONLY = 'path "transit/encrypt/k1" {\n  capabilities = ["update"]\n}\n'
 
 
 # ---------------------------------------------------------------- helpers
-class Clients:
-    """hvac clients for one test, their HTTP sessions closed at the end."""
-
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self._open: list[hvac.Client] = []
-        request.addfinalizer(self.close)
-
-    def __call__(self, node: Node, token: str = "") -> hvac.Client:
-        c = hvac.Client(url=f"http://{node.addr}:{VAULT_PORT}", token=token, timeout=20)
-        self._open.append(c)
-        return c
-
-    def close(self) -> None:
-        for c in self._open:
-            c.adapter.close()
-
-
-def raw(node: Node, method: str, path: str, body: Any = None, *, token: str) -> Response:
-    """One request to the Vault port (a dict body is sent as JSON)."""
-    data = None if body is None else json.dumps(body).encode()
-    return http_request(node.addr, VAULT_PORT, method, path, data,
-                        headers={"X-Vault-Token": token})  # fmt: skip
-
-
 def raises(exc: type[hx.VaultError], fn: Callable[[], Any], *messages: str) -> hx.VaultError:
     """`fn()` raises hvac's `exc` (its status code) whose errors name each of `messages`."""
     with pytest.raises(exc) as info:

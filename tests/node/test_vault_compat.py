@@ -24,14 +24,13 @@ import pytest
 from cluster import (
     FORM_TIMEOUT,
     HTTP_PORT,
-    VAULT_PORT,
     Harness,
     Node,
     Response,
-    http_request,
     wait_leader,
     wait_until,
 )
+from vault_clients import Clients, raw
 
 from stack.vault import audit as auditlog
 
@@ -43,41 +42,6 @@ CREATOR = 'path "auth/token/create" {\n  capabilities = ["create", "update"]\n}\
 
 
 # ---------------------------------------------------------------- helpers
-class Clients:
-    """hvac clients for one test, their HTTP sessions closed at the end."""
-
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self._open: list[hvac.Client] = []
-        request.addfinalizer(self.close)
-
-    def __call__(self, node: Node, token: str = "") -> hvac.Client:
-        """A client of `node`'s Vault port ("": no token, and none from the environment)."""
-        c = hvac.Client(url=f"http://{node.addr}:{VAULT_PORT}", token=token, timeout=20)
-        self._open.append(c)
-        return c
-
-    def close(self) -> None:
-        for c in self._open:
-            c.adapter.close()
-
-
-def raw(
-    node: Node,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    token: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """One request to the Vault port; a dict or list body is sent as JSON, bytes as is."""
-    hdrs = dict(headers or {})
-    if token is not None:
-        hdrs["X-Vault-Token"] = token
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    return http_request(node.addr, VAULT_PORT, method, path, data, headers=hdrs)
-
-
 def assert_error(resp: Response, status: int, *messages: str) -> dict[str, Any]:
     """Vault's error shape: the status, `Content-Type: application/json` exactly (hvac
     reads the body only then), and {"errors": [...]} naming each of `messages`."""
